@@ -1,0 +1,191 @@
+//! The whole pipeline in one process, each function on its local host: HTTP → ingest-api →
+//! SQS (moto) → batch-writer poller → PostgreSQL → query-api → HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batch_writer::poller::Poller;
+use readings::config::{IngestConfig, PollerConfig};
+use readings::ingest::Ingestor;
+use readings::queue::Sender;
+use readings::testing::{TestDb, TestQueue};
+use readings::writer::Writer;
+use readings::Limits;
+use serde_json::{json, Value};
+
+struct Pipeline {
+    db: TestDb,
+    ingest: String,
+    query: String,
+}
+
+async fn listen(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
+    tokio::spawn(readings::http::serve_on(app, listener));
+    url
+}
+
+async fn start() -> Pipeline {
+    let db = TestDb::new().await;
+    let q = TestQueue::new().await;
+    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let config = IngestConfig {
+        addr: ([127, 0, 0, 1], 0).into(),
+        max_body_bytes: 1 << 20,
+        max_readings: 10_000,
+        limits: Limits::default(),
+    };
+    let ingest = listen(ingest_api::router(Arc::new(Ingestor::new(config, sender)))).await;
+    let query = listen(query_api::router(db.store.clone())).await;
+    let poller = Poller::new(
+        q.client.clone(),
+        q.url().to_owned(),
+        PollerConfig {
+            batch_size: 100,
+            batch_window: Duration::from_millis(100),
+            wait: Duration::from_secs(2),
+            visibility_timeout: Duration::from_secs(30),
+            pollers: 2,
+        },
+        Writer::new(db.store.clone()),
+    );
+    tokio::spawn(poller.run(std::future::pending()));
+    Pipeline { db, ingest, query }
+}
+
+async fn post(url: &str, content_type: &str, body: String) -> Value {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    r.json().await.unwrap()
+}
+
+/// Polls `GET url?query` until `done` holds for the answer, for at most 20 s.
+async fn wait_for(url: &str, query: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = reqwest::get(format!("{url}?{query}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting; last answer {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_tutorials_calls_round_trip() {
+    let p = start().await;
+    let before = chrono::Utc::now().timestamp();
+    let accepted = post(
+        &p.ingest,
+        "application/json",
+        r#"{"location":"bedroom","temperature":66}"#.into(),
+    )
+    .await;
+    assert_eq!(accepted["accepted"], 1);
+
+    let got = wait_for(&p.query, "", |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let rows = got.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["location"], "bedroom");
+    assert_eq!(rows[0]["temperature"], json!(66.0));
+    let t = rows[0]["time"].as_i64().unwrap();
+    assert!((before..=before + 5).contains(&t), "time {t} vs {before}");
+}
+
+#[tokio::test]
+async fn single_array_and_ndjson_land_with_their_values_and_times() {
+    let p = start().await;
+    post(
+        &p.ingest,
+        "application/json",
+        r#"{"location":"one","temperature":1.25,"time":"2024-03-15T10:00:00Z"}"#.into(),
+    )
+    .await;
+    post(
+        &p.ingest,
+        "application/json",
+        json!([
+            {"location": "arr", "temperature": -2.5, "time": 1710496800},
+            {"location": "arr", "temperature": 3, "time": 1710496801500i64}
+        ])
+        .to_string(),
+    )
+    .await;
+    post(
+        &p.ingest,
+        "application/x-ndjson",
+        "{\"location\":\"nd\",\"temperature\":4,\"time\":\"2024-03-15T10:00:02.25+02:00\"}\n{\"location\":\"nd\",\"temperature\":5,\"time\":1710496803}\n".into(),
+    )
+    .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while p.db.count().await < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} rows",
+            p.db.count().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.db.rows().await,
+        [
+            (1_710_489_602_250_000, "nd".into(), 4.0),
+            (1_710_496_800_000_000, "arr".into(), -2.5),
+            (1_710_496_800_000_000, "one".into(), 1.25),
+            (1_710_496_801_500_000, "arr".into(), 3.0),
+            (1_710_496_803_000_000, "nd".into(), 5.0),
+        ]
+    );
+    let v = wait_for(&p.query, "location=arr&limit=10", |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        v,
+        json!([
+            {"time": 1_710_496_801, "location": "arr", "temperature": 3.0},
+            {"time": 1_710_496_800, "location": "arr", "temperature": -2.5}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_large_request_is_written_exactly_once() {
+    let p = start().await;
+    let body: Vec<Value> = (0..5000)
+        .map(|i| json!({"location": format!("s{}", i % 50), "temperature": (i % 90) as f64, "time": 1_710_000_000 + i}))
+        .collect();
+    post(&p.ingest, "application/json", Value::from(body).to_string()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while p.db.count().await < 5000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} rows",
+            p.db.count().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(p.db.count().await, 5000);
+}

@@ -1,0 +1,165 @@
+//! The writer's handler and its local SQS host, against real PostgreSQL and SQS (moto).
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use batch_writer::poller::{Poller, Round};
+use readings::config::PollerConfig;
+use readings::envelope::pack;
+use readings::testing::{TestDb, TestQueue};
+use readings::writer::Writer;
+use readings::Reading;
+
+fn readings(tag: &str, n: usize) -> Vec<Reading> {
+    (0..n)
+        .map(|i| Reading {
+            time: chrono::DateTime::from_timestamp_micros(1_710_000_000_000_000 + i as i64 * 1_000)
+                .unwrap(),
+            location: format!("{tag}-{i}"),
+            temperature: i as f64,
+        })
+        .collect()
+}
+
+fn message(id: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.into());
+    m.body = Some(body.into());
+    m
+}
+
+#[tokio::test]
+async fn one_undecodable_message_fails_alone() {
+    let db = TestDb::new().await;
+    let writer = Writer::new(db.store.clone());
+    let mut event = SqsEvent::default();
+    for i in 0..4 {
+        let body = pack(&format!("batch-{i}"), &readings("r", 3), 262_144).unwrap();
+        event.records.push(message(&format!("m{i}"), &body[0]));
+    }
+    event
+        .records
+        .insert(2, message("poison", "{\"not\": \"an envelope\"}"));
+
+    let response = writer.handle(event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["poison"]);
+    assert_eq!(db.count().await, 12);
+}
+
+#[tokio::test]
+async fn a_failed_write_reports_every_message_of_the_transaction() {
+    let db = TestDb::new().await;
+    let writer = Writer::new(db.store.clone());
+    db.store.ensure_schema().await.unwrap();
+    // Make the table refuse writes, as a permissions mistake would.
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE sensor_data ADD CONSTRAINT cold CHECK (temperature < 1)")
+        .await
+        .unwrap();
+    let mut event = SqsEvent::default();
+    for i in 0..3 {
+        let body = pack(&format!("b{i}"), &readings("r", 2), 262_144).unwrap();
+        event.records.push(message(&format!("m{i}"), &body[0]));
+    }
+    let response = writer.handle(event).await;
+    assert_eq!(response.batch_item_failures.len(), 3);
+    assert_eq!(db.count().await, 0);
+    // The batch ids were rolled back with the rows: a later delivery can still write them.
+    let recorded: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM ingest_batches", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 0);
+}
+
+fn poller_config() -> PollerConfig {
+    PollerConfig {
+        batch_size: 50,
+        batch_window: Duration::from_millis(300),
+        wait: Duration::from_secs(1),
+        visibility_timeout: Duration::from_secs(2),
+        pollers: 1,
+    }
+}
+
+#[tokio::test]
+async fn poller_deletes_what_was_written_and_leaves_failures_for_redelivery() {
+    let db = TestDb::new().await;
+    let q = TestQueue::new().await;
+    for i in 0..5 {
+        let body = pack(&format!("p{i}"), &readings(&format!("p{i}"), 10), 262_144).unwrap();
+        q.client
+            .send_message()
+            .queue_url(q.url())
+            .message_body(&body[0])
+            .send()
+            .await
+            .unwrap();
+    }
+    q.client
+        .send_message()
+        .queue_url(q.url())
+        .message_body("garbage")
+        .send()
+        .await
+        .unwrap();
+
+    let poller = Poller::new(
+        q.client.clone(),
+        q.url().to_owned(),
+        poller_config(),
+        Writer::new(db.store.clone()),
+    );
+    let round = poller.round().await.unwrap();
+    assert_eq!(
+        round,
+        Round {
+            received: 6,
+            failed: 1,
+            deleted: 5
+        }
+    );
+    assert_eq!(db.count().await, 50);
+
+    // Only the undecodable message comes back once its visibility timeout is over.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let left = q.drain(q.url()).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].body(), Some("garbage"));
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_is_written_once() {
+    let db = TestDb::new().await;
+    let q = TestQueue::new().await;
+    let body = pack("twice", &readings("t", 7), 262_144).unwrap().remove(0);
+    for _ in 0..2 {
+        q.client
+            .send_message()
+            .queue_url(q.url())
+            .message_body(&body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let poller = Poller::new(
+        q.client.clone(),
+        q.url().to_owned(),
+        poller_config(),
+        Writer::new(db.store.clone()),
+    );
+    let mut received = 0;
+    while received < 2 {
+        received += poller.round().await.unwrap().received;
+    }
+    assert_eq!(db.count().await, 7);
+}

@@ -1,0 +1,83 @@
+//! ingest-api: `POST /sensor`, a thin HTTP adapter over [`readings::ingest`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use readings::config::{IngestConfig, QueueConfig};
+use readings::http::{not_found, serve, ApiError};
+use readings::ingest::{Accepted, IngestError, Ingestor};
+use readings::queue::{self, Sender};
+
+/// The header a client sets to make retries of one request safe.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The ingest routes.
+pub fn router(ingestor: Arc<Ingestor>) -> Router {
+    Router::new()
+        .route("/sensor", post(post_sensor).fallback(method_not_allowed))
+        .fallback(not_found)
+        .with_state(ingestor)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "use POST /sensor to send readings",
+    )
+}
+
+async fn post_sensor(
+    State(ingestor): State<Arc<Ingestor>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let started = Instant::now();
+    let result = ingest(&ingestor, &headers, body).await;
+    let ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(a) => tracing::info!(accepted = a.accepted, messages = a.messages,
+            batch_id = %a.batch_id, duration_ms = ms, "readings enqueued"),
+        Err(e) => {
+            tracing::info!(status = e.status.as_u16(), error = %e.error, duration_ms = ms, "request refused")
+        }
+    }
+    result.map(|a| (StatusCode::ACCEPTED, Json(a)))
+}
+
+async fn ingest(
+    ingestor: &Ingestor,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, ApiError> {
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request(format!("header {name} is not valid text")))
+            })
+            .transpose()
+    };
+    let content_type = text(header::CONTENT_TYPE.as_str())?;
+    let key = text(IDEMPOTENCY_KEY)?;
+    let limit = ingestor.config.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| IngestError::BodyTooLarge { limit })?;
+    Ok(ingestor.ingest(content_type, key, &bytes).await?)
+}
+
+/// Builds the function from the environment and serves it (Lambda or local HTTP).
+pub async fn run() -> anyhow::Result<()> {
+    let config = IngestConfig::from_env()?;
+    let queue_config = QueueConfig::from_env()?;
+    let sender = Sender::new(queue::client().await, &queue_config).await;
+    tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
+    let addr = config.addr;
+    serve(router(Arc::new(Ingestor::new(config, sender))), addr).await
+}

@@ -1,0 +1,44 @@
+//! The sample API Gateway events in events/ run through the router as Lambda would deliver
+//! them, so they never rot.
+
+use std::sync::Arc;
+
+use lambda_http::request::from_str;
+use readings::config::IngestConfig;
+use readings::ingest::Ingestor;
+use readings::queue::Sender;
+use readings::testing::TestQueue;
+use readings::Limits;
+use serde_json::Value;
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn sample_post_events_are_accepted() {
+    let q = TestQueue::new().await;
+    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let config = IngestConfig {
+        addr: ([127, 0, 0, 1], 0).into(),
+        max_body_bytes: 1 << 20,
+        max_readings: 10_000,
+        limits: Limits::default(),
+    };
+    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender)));
+    let mut expected = 0;
+    for (file, readings) in [
+        ("ingest-post-one.json", 1),
+        ("ingest-post-batch.json", 3),
+        ("ingest-post-ndjson.json", 2),
+    ] {
+        let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        let request = from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 202, "{file}");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["accepted"], readings, "{file}");
+        expected += readings;
+    }
+    assert_eq!(q.drain_readings().await, expected);
+}

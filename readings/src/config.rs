@@ -1,0 +1,223 @@
+//! Configuration from environment variables, with defaults that suit a local run.
+//!
+//! Every variable is listed in the README's configuration table; keep the two in step.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use thiserror::Error;
+
+use crate::reading::Limits;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+}
+
+/// Reads `name`, parsing it, or returns `default` when unset or empty.
+pub fn env_or<T>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                value: v,
+                reason: e.to_string(),
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        _ => Err(ConfigError::Missing(name)),
+    }
+}
+
+fn positive<T: PartialOrd + Default + std::fmt::Display>(
+    name: &'static str,
+    v: T,
+) -> Result<T, ConfigError> {
+    if v > T::default() {
+        Ok(v)
+    } else {
+        Err(ConfigError::Invalid {
+            name,
+            value: v.to_string(),
+            reason: "must be greater than zero".into(),
+        })
+    }
+}
+
+/// Whether this process runs inside AWS Lambda.
+pub fn in_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `DATABASE_URL`: a libpq-style URL or key=value string.
+    pub url: String,
+    /// `DB_POOL_SIZE`: connections per process.
+    pub pool_size: usize,
+    /// `DB_CONNECT_TIMEOUT_SECS`.
+    pub connect_timeout: Duration,
+}
+
+impl DbConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(DbConfig {
+            url: env_or(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/sensors".to_owned(),
+            )?,
+            pool_size: positive("DB_POOL_SIZE", env_or("DB_POOL_SIZE", 4usize)?)?,
+            connect_timeout: Duration::from_secs(positive(
+                "DB_CONNECT_TIMEOUT_SECS",
+                env_or("DB_CONNECT_TIMEOUT_SECS", 5u64)?,
+            )?),
+        })
+    }
+}
+
+/// The SQS queue readings travel through. The endpoint comes from the AWS SDK's own
+/// settings (`AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL`), the region from `AWS_REGION`.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// `QUEUE_URL`.
+    pub queue_url: String,
+    /// `SQS_MAX_MESSAGE_BYTES`: overrides the queue's own `MaximumMessageSize` attribute.
+    pub max_message_bytes: Option<usize>,
+}
+
+impl QueueConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let max = env_or("SQS_MAX_MESSAGE_BYTES", 0usize)?;
+        Ok(QueueConfig {
+            queue_url: required("QUEUE_URL")?,
+            max_message_bytes: (max > 0).then_some(max),
+        })
+    }
+}
+
+/// ingest-api settings.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// `INGEST_ADDR`: where the local service listens.
+    pub addr: SocketAddr,
+    /// `INGEST_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `INGEST_MAX_READINGS`: readings per request.
+    pub max_readings: usize,
+    pub limits: Limits,
+}
+
+impl IngestConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(IngestConfig {
+            addr: env_or("INGEST_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            max_body_bytes: positive(
+                "INGEST_MAX_BODY_BYTES",
+                env_or("INGEST_MAX_BODY_BYTES", 1_048_576usize)?,
+            )?,
+            max_readings: positive(
+                "INGEST_MAX_READINGS",
+                env_or("INGEST_MAX_READINGS", 10_000usize)?,
+            )?,
+            limits: limits_from_env()?,
+        })
+    }
+}
+
+/// `TEMPERATURE_MIN`, `TEMPERATURE_MAX`, `MAX_FUTURE_SKEW_SECS`.
+pub fn limits_from_env() -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let limits = Limits {
+        temperature_min: env_or("TEMPERATURE_MIN", d.temperature_min)?,
+        temperature_max: env_or("TEMPERATURE_MAX", d.temperature_max)?,
+        max_future_skew: TimeDelta::seconds(env_or(
+            "MAX_FUTURE_SKEW_SECS",
+            d.max_future_skew.num_seconds(),
+        )?),
+    };
+    if limits.temperature_min.is_nan()
+        || limits.temperature_max.is_nan()
+        || limits.temperature_min >= limits.temperature_max
+    {
+        return Err(ConfigError::Invalid {
+            name: "TEMPERATURE_MIN",
+            value: limits.temperature_min.to_string(),
+            reason: format!("must be below TEMPERATURE_MAX ({})", limits.temperature_max),
+        });
+    }
+    Ok(limits)
+}
+
+/// query-api settings.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// `QUERY_ADDR`: where the local service listens.
+    pub addr: SocketAddr,
+}
+
+impl QueryConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(QueryConfig {
+            addr: env_or("QUERY_ADDR", SocketAddr::from(([127, 0, 0, 1], 3001)))?,
+        })
+    }
+}
+
+/// The batch-writer's local polling host: what Lambda's event source mapping does in AWS.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    /// `WRITER_BATCH_SIZE`: most messages handed to one handler call (Lambda allows 10,000).
+    pub batch_size: usize,
+    /// `WRITER_BATCH_WINDOW_MS`: how long to keep gathering messages for a batch.
+    pub batch_window: Duration,
+    /// `WRITER_WAIT_SECS`: SQS long-poll wait (0..=20).
+    pub wait: Duration,
+    /// `WRITER_VISIBILITY_TIMEOUT_SECS`: visibility timeout asked for received messages;
+    /// also the deadline of one handler call.
+    pub visibility_timeout: Duration,
+    /// `WRITER_POLLERS`: concurrent receive-handle-delete loops.
+    pub pollers: usize,
+}
+
+impl PollerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let wait = env_or("WRITER_WAIT_SECS", 20u64)?;
+        if wait > 20 {
+            return Err(ConfigError::Invalid {
+                name: "WRITER_WAIT_SECS",
+                value: wait.to_string(),
+                reason: "SQS long polling waits at most 20 seconds".into(),
+            });
+        }
+        Ok(PollerConfig {
+            batch_size: positive("WRITER_BATCH_SIZE", env_or("WRITER_BATCH_SIZE", 100usize)?)?,
+            batch_window: Duration::from_millis(env_or("WRITER_BATCH_WINDOW_MS", 200u64)?),
+            wait: Duration::from_secs(wait),
+            visibility_timeout: Duration::from_secs(positive(
+                "WRITER_VISIBILITY_TIMEOUT_SECS",
+                env_or("WRITER_VISIBILITY_TIMEOUT_SECS", 60u64)?,
+            )?),
+            pollers: positive("WRITER_POLLERS", env_or("WRITER_POLLERS", 2usize)?)?,
+        })
+    }
+}

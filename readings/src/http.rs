@@ -1,0 +1,133 @@
+//! What the two HTTP functions share: the JSON error shape, and the host that serves an axum
+//! router either under Lambda (API Gateway HTTP API events) or as a local HTTP service.
+
+use std::net::SocketAddr;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::in_lambda;
+use crate::ingest::IngestError;
+use crate::queue::QueueError;
+
+/// An error answer: `{"error": "...", "details": [...]}` with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    pub details: Option<Value>,
+    pub retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            details: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(error: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, error)
+    }
+
+    pub fn with_details(mut self, details: impl Serialize) -> Self {
+        self.details = serde_json::to_value(details).ok();
+        self
+    }
+
+    /// A 503 for a dependency that is down; the client may retry after a while.
+    pub fn unavailable(error: impl Into<String>, retry_after_secs: u32) -> Self {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error });
+        if let Some(d) = self.details {
+            body["details"] = d;
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let message = e.to_string();
+        match e {
+            IngestError::UnsupportedMediaType(_) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+            }
+            IngestError::BodyTooLarge { .. } | IngestError::TooManyReadings { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+            }
+            IngestError::Malformed { line, column, .. } => ApiError::bad_request(message)
+                .with_details([json!({ "line": line, "column": column })]),
+            IngestError::Invalid { details, .. } => {
+                ApiError::bad_request(message).with_details(details)
+            }
+            IngestError::Shape(_) | IngestError::BadIdempotencyKey(_) => {
+                ApiError::bad_request(message)
+            }
+            IngestError::Queue(QueueError::Unavailable(_)) => {
+                tracing::error!(error = %message, "enqueue failed");
+                ApiError::unavailable("the queue is unavailable; retry later (send an Idempotency-Key header to make retries safe)", 5)
+            }
+            IngestError::Queue(QueueError::Rejected(_)) | IngestError::Envelope(_) => {
+                tracing::error!(error = %message, "enqueue failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "readings could not be enqueued",
+                )
+            }
+        }
+    }
+}
+
+/// Answers unknown routes with a JSON 404.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route; see the README for the API",
+    )
+}
+
+/// Serves `router` under Lambda when `AWS_LAMBDA_RUNTIME_API` is set, else over HTTP on
+/// `addr` until Ctrl-C or SIGTERM.
+pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
+    if in_lambda() {
+        lambda_http::run(router)
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+    } else {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        serve_on(router, listener).await
+    }
+}
+
+/// Serves `router` on an already bound listener until Ctrl-C or SIGTERM.
+pub async fn serve_on(router: Router, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(crate::telemetry::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Sensor readings through the pipeline: the reading model and its validation
+//! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
+//! sender ([`queue`]), the PostgreSQL store ([`store`]), the writer's SQS handler
+//! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), and the host that
+//! runs an HTTP function under Lambda or locally ([`http`]).
+
+pub mod config;
+pub mod envelope;
+pub mod http;
+pub mod ingest;
+pub mod query;
+pub mod queue;
+pub mod reading;
+pub mod store;
+pub mod telemetry;
+pub mod writer;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use reading::{Limits, Reading};

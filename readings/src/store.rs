@@ -1,0 +1,323 @@
+//! The PostgreSQL store: schema setup, the batch write path, and the read queries.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::pin_mut;
+use thiserror::Error;
+use tokio::sync::OnceCell;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::NoTls;
+
+use crate::config::DbConfig;
+use crate::envelope::{BatchPart, EnvelopeError};
+use crate::reading::Reading;
+
+/// Key of the advisory lock that serialises schema setup across processes.
+const SCHEMA_LOCK: i64 = 0x5e45_0001;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    #[error("no database connection available: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error while {context}: {source}")]
+    Db {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+impl StoreError {
+    /// The SQLSTATE of the underlying database error, if there is one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Db { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+}
+
+trait Context<T> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Db { context, source })
+    }
+}
+
+/// How `sensor_data` is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    Hypertable,
+    Plain,
+}
+
+/// What one [`Store::write`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Rows COPYed into `sensor_data`.
+    pub rows: u64,
+    /// Batch parts written by this call.
+    pub parts_written: usize,
+    /// Batch parts skipped because an earlier call had already written them.
+    pub parts_skipped: usize,
+}
+
+/// Filters for the newest-readings query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentQuery {
+    pub location: Option<String>,
+    /// Inclusive lower bound.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+impl Default for RecentQuery {
+    fn default() -> Self {
+        RecentQuery {
+            location: None,
+            since: None,
+            until: None,
+            limit: 5,
+        }
+    }
+}
+
+/// A pool of connections plus the pipeline's SQL. Cheap to clone; create one per process.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    schema: Arc<OnceCell<TableKind>>,
+}
+
+impl Store {
+    /// Builds the pool. Connections are opened lazily, on first use.
+    pub fn new(config: &DbConfig) -> Result<Self, StoreError> {
+        let mut pg = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        pg.connect_timeout(config.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("sensor-pipeline");
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store {
+            pool,
+            schema: Arc::new(OnceCell::new()),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Sets the schema up once per process (see [`Store::ensure_schema`]); a failed attempt
+    /// is retried on the next call.
+    pub async fn ready(&self) -> Result<TableKind, StoreError> {
+        self.schema
+            .get_or_try_init(|| self.ensure_schema())
+            .await
+            .copied()
+    }
+
+    /// Creates what the pipeline needs, idempotently. Safe when several processes start at
+    /// once: the whole setup runs in one transaction under an advisory lock.
+    ///
+    /// With the `timescaledb` extension available, `sensor_data` becomes a hypertable
+    /// (creating the extension if needed); otherwise it is a plain table. Either way it gets
+    /// the indexes that make "newest N" and "newest N of one location" index scans.
+    pub async fn ensure_schema(&self) -> Result<TableKind, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await.ctx("starting schema setup")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .ctx("taking the schema lock")?;
+
+        let available: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+                &[],
+            )
+            .await
+            .ctx("looking for timescaledb")?
+            .get(0);
+        let mut kind = TableKind::Plain;
+        if available {
+            // The extension can be installed but not loadable (not in shared_preload_libraries,
+            // or no privilege): fall back to a plain table rather than fail.
+            tx.batch_execute("SAVEPOINT timescale")
+                .await
+                .ctx("schema setup")?;
+            match tx
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                .await
+            {
+                Ok(()) => kind = TableKind::Hypertable,
+                Err(e) => {
+                    tracing::warn!(error = %e, "timescaledb is available but could not be created; using a plain table");
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT timescale")
+                        .await
+                        .ctx("schema setup")?;
+                }
+            }
+        }
+
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS sensor_data (
+                 time        TIMESTAMPTZ      NOT NULL,
+                 location    TEXT             NOT NULL,
+                 temperature DOUBLE PRECISION NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS ingest_batches (
+                 batch_id   TEXT        NOT NULL,
+                 part       INTEGER     NOT NULL,
+                 written_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                 PRIMARY KEY (batch_id, part)
+             );",
+        )
+        .await
+        .ctx("creating tables")?;
+
+        if kind == TableKind::Hypertable {
+            // TimescaleDB 2.13+ API. Existing rows are moved into chunks; the default
+            // (time DESC) index is created with it.
+            tx.batch_execute(
+                "SELECT create_hypertable('sensor_data', by_range('time'),
+                                          if_not_exists => TRUE, migrate_data => TRUE)",
+            )
+            .await
+            .ctx("creating the hypertable")?;
+        }
+        tx.batch_execute(
+            "CREATE INDEX IF NOT EXISTS sensor_data_time_idx ON sensor_data (time DESC);
+             CREATE INDEX IF NOT EXISTS sensor_data_location_time_idx
+                 ON sensor_data (location, time DESC);",
+        )
+        .await
+        .ctx("creating indexes")?;
+        tx.commit().await.ctx("committing schema setup")?;
+        Ok(kind)
+    }
+
+    /// Writes batch parts in one transaction: records each `(batch id, part)` and COPYs the
+    /// readings of the parts not recorded before. A part already written (a redelivered
+    /// message, a retried request) is skipped, so each part's rows land exactly once.
+    pub async fn write(&self, parts: &[&BatchPart]) -> Result<WriteReport, StoreError> {
+        self.ready().await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await.ctx("starting the write")?;
+
+        let ids: Vec<&str> = parts.iter().map(|p| p.id.as_str()).collect();
+        let nums: Vec<i32> = parts.iter().map(|p| p.part as i32).collect();
+        let new: HashSet<(String, i32)> = tx
+            .query(
+                "INSERT INTO ingest_batches (batch_id, part)
+                 SELECT * FROM unnest($1::text[], $2::int4[])
+                 ON CONFLICT DO NOTHING
+                 RETURNING batch_id, part",
+                &[&ids, &nums],
+            )
+            .await
+            .ctx("recording batch ids")?
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+
+        let mut report = WriteReport::default();
+        let mut seen = HashSet::new();
+        let sink = tx
+            .copy_in("COPY sensor_data (time, location, temperature) FROM STDIN (FORMAT binary)")
+            .await
+            .ctx("starting COPY")?;
+        let writer = BinaryCopyInWriter::new(sink, &[Type::TIMESTAMPTZ, Type::TEXT, Type::FLOAT8]);
+        pin_mut!(writer);
+        for part in parts {
+            let key = (part.id.clone(), part.part as i32);
+            if !new.contains(&key) || !seen.insert(key) {
+                report.parts_skipped += 1;
+                continue;
+            }
+            report.parts_written += 1;
+            for r in &part.readings {
+                let time = r.time()?;
+                writer
+                    .as_mut()
+                    .write(&[&time, &r.1, &r.2])
+                    .await
+                    .ctx("copying readings")?;
+            }
+        }
+        report.rows = writer.finish().await.ctx("finishing COPY")?;
+        tx.commit().await.ctx("committing the write")?;
+        Ok(report)
+    }
+
+    /// The newest readings, newest first.
+    pub async fn recent(&self, q: &RecentQuery) -> Result<Vec<Reading>, StoreError> {
+        self.ready().await?;
+        let mut sql = String::from("SELECT time, location, temperature FROM sensor_data");
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        let mut clauses = Vec::new();
+        if let Some(l) = &q.location {
+            params.push(l);
+            clauses.push(format!("location = ${}", params.len()));
+        }
+        if let Some(s) = &q.since {
+            params.push(s);
+            clauses.push(format!("time >= ${}", params.len()));
+        }
+        if let Some(u) = &q.until {
+            params.push(u);
+            clauses.push(format!("time < ${}", params.len()));
+        }
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        params.push(&q.limit);
+        sql.push_str(&format!(" ORDER BY time DESC LIMIT ${}", params.len()));
+
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .ctx("preparing the recent-readings query")?;
+        let rows = client
+            .query(&stmt, &params)
+            .await
+            .ctx("reading recent readings")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Reading {
+                time: row.get(0),
+                location: row.get(1),
+                temperature: row.get(2),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,223 @@
+//! Helpers for integration tests: a fresh database and a fresh queue pair per test, on the
+//! PostgreSQL cluster and SQS endpoint that `scripts/test` starts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::Client;
+use rand::Rng;
+use tokio_postgres::NoTls;
+
+use crate::config::{DbConfig, QueueConfig};
+use crate::envelope::decode;
+use crate::queue;
+use crate::store::Store;
+
+fn suffix() -> String {
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL and moto")
+    })
+}
+
+/// A database of its own for one test, on the test cluster.
+pub struct TestDb {
+    pub config: DbConfig,
+    pub store: Store,
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin = admin_url();
+        let name = format!("t_{}", suffix());
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .expect("connect to TEST_DATABASE_URL");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let mut pg: tokio_postgres::Config = admin.parse().expect("TEST_DATABASE_URL parses");
+        pg.dbname(&name);
+        let url = pg_url(&pg, &name);
+        let config = DbConfig {
+            url,
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = Store::new(&config).expect("store");
+        TestDb {
+            config,
+            store,
+            name,
+        }
+    }
+
+    /// A plain connection to this test's database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.config.url, NoTls)
+            .await
+            .expect("connect to test database");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Rows in `sensor_data` (0 when the table does not exist yet).
+    pub async fn count(&self) -> i64 {
+        let c = self.client().await;
+        let exists: bool = c
+            .query_one("SELECT to_regclass('sensor_data') IS NOT NULL", &[])
+            .await
+            .expect("query")
+            .get(0);
+        if !exists {
+            return 0;
+        }
+        c.query_one("SELECT count(*) FROM sensor_data", &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// Every row as (epoch µs, location, temperature), ordered by time then location.
+    pub async fn rows(&self) -> Vec<(i64, String, f64)> {
+        self.client()
+            .await
+            .query(
+                "SELECT (extract(epoch FROM time) * 1000000)::int8, location, temperature
+                 FROM sensor_data ORDER BY time, location, temperature",
+                &[],
+            )
+            .await
+            .expect("rows")
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+}
+
+fn pg_url(pg: &tokio_postgres::Config, db: &str) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let user = pg.get_user().unwrap_or("postgres");
+    format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+/// A main queue and its dead-letter queue (redrive after 5 receives), named for one test.
+pub struct TestQueue {
+    pub client: Client,
+    pub config: QueueConfig,
+    pub dlq_url: String,
+}
+
+impl TestQueue {
+    pub async fn new() -> TestQueue {
+        if std::env::var_os("AWS_ENDPOINT_URL_SQS").is_none() {
+            panic!("AWS_ENDPOINT_URL_SQS is not set: run the tests with scripts/test, which starts PostgreSQL and moto");
+        }
+        let client = queue::client().await;
+        let name = format!("t-{}", suffix());
+        let dlq_url = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await
+            .expect("create dlq")
+            .queue_url
+            .expect("dlq url");
+        let dlq_arn = client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("dlq attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("dlq arn");
+        let queue_url = client
+            .create_queue()
+            .queue_name(&name)
+            .set_attributes(Some(HashMap::from([
+                (
+                    QueueAttributeName::RedrivePolicy,
+                    format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#),
+                ),
+                (QueueAttributeName::VisibilityTimeout, "30".into()),
+            ])))
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        TestQueue {
+            client,
+            config: QueueConfig {
+                queue_url,
+                max_message_bytes: None,
+            },
+            dlq_url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.config.queue_url
+    }
+
+    /// Receives (and deletes) every message now visible on `url`, waiting briefly for stragglers.
+    pub async fn drain(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut all = Vec::new();
+        loop {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            let msgs = out.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                return all;
+            }
+            for m in &msgs {
+                self.client
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+            all.extend(msgs);
+        }
+    }
+
+    /// Number of readings in the messages now on the main queue (consumes them).
+    pub async fn drain_readings(&self) -> usize {
+        let url = self.config.queue_url.clone();
+        self.drain(&url)
+            .await
+            .iter()
+            .map(|m| {
+                decode(m.body().unwrap_or_default())
+                    .expect("envelope")
+                    .batches
+                    .iter()
+                    .map(|b| b.readings.len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}

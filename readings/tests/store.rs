@@ -1,0 +1,195 @@
+//! The store against a real PostgreSQL: schema setup, the exactly-once write path, queries.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use readings::envelope::{BatchPart, WireReading};
+use readings::store::{RecentQuery, TableKind};
+use readings::testing::TestDb;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap()
+}
+
+fn part(id: &str, n: u32, rows: &[(i64, &str, f64)]) -> BatchPart {
+    BatchPart {
+        id: id.into(),
+        part: n,
+        readings: rows
+            .iter()
+            .map(|(t, l, v)| WireReading(t * 1_000_000, (*l).into(), *v))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_schema_setup_makes_one_table_without_error() {
+    let db = TestDb::new().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        // Separate stores: separate processes cold-starting at once.
+        let store = readings::store::Store::new(&db.config).unwrap();
+        tasks.spawn(async move { store.ensure_schema().await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap().unwrap(), TableKind::Plain);
+    }
+    let c = db.client().await;
+    let tables: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename IN ('sensor_data', 'ingest_batches')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 2);
+    let indexes: Vec<String> = c
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'sensor_data' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        ["sensor_data_location_time_idx", "sensor_data_time_idx"]
+    );
+    // And again, on a schema that exists.
+    assert_eq!(db.store.ensure_schema().await.unwrap(), TableKind::Plain);
+}
+
+#[tokio::test]
+async fn newest_queries_are_index_scans() {
+    let db = TestDb::new().await;
+    db.store.ensure_schema().await.unwrap();
+    let c = db.client().await;
+    c.batch_execute(
+        "INSERT INTO sensor_data
+         SELECT now() - i * interval '1 second', 'loc' || (i % 100), i
+         FROM generate_series(1, 20000) i;
+         ANALYZE sensor_data;",
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "EXPLAIN SELECT time, location, temperature FROM sensor_data ORDER BY time DESC LIMIT 5",
+        "EXPLAIN SELECT time, location, temperature FROM sensor_data WHERE location = 'loc7' ORDER BY time DESC LIMIT 5",
+    ] {
+        let plan: Vec<String> = c
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index Scan"), "{sql}\n{plan}");
+        assert!(!plan.contains("Sort"), "{sql}\n{plan}");
+    }
+}
+
+#[tokio::test]
+async fn a_part_is_written_once_however_often_it_arrives() {
+    let db = TestDb::new().await;
+    let a0 = part("a", 0, &[(1000, "x", 1.0), (1001, "x", 2.0)]);
+    let a1 = part("a", 1, &[(1002, "y", 3.0)]);
+    let b0 = part("b", 0, &[(1003, "z", 4.0)]);
+
+    let r = db.store.write(&[&a0, &a0, &a1]).await.unwrap();
+    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (3, 2, 1));
+    let r = db.store.write(&[&a1, &b0, &a0]).await.unwrap();
+    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (1, 1, 2));
+    assert_eq!(
+        db.rows().await,
+        [
+            (1_000_000_000, "x".into(), 1.0),
+            (1_001_000_000, "x".into(), 2.0),
+            (1_002_000_000, "y".into(), 3.0),
+            (1_003_000_000, "z".into(), 4.0)
+        ]
+    );
+    let recorded: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM ingest_batches", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 3);
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_the_same_part_write_it_once() {
+    let db = TestDb::new().await;
+    db.store.ensure_schema().await.unwrap();
+    let p = part("same", 0, &[(2000, "x", 1.0), (2001, "x", 2.0)]);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let store = db.store.clone();
+        let p = p.clone();
+        tasks.spawn(async move { store.write(&[&p]).await.unwrap().rows });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        total += r.unwrap();
+    }
+    assert_eq!(total, 2);
+    assert_eq!(db.count().await, 2);
+}
+
+#[tokio::test]
+async fn recent_filters_and_orders() {
+    let db = TestDb::new().await;
+    let base = 1_700_000_000;
+    let rows: Vec<(i64, &str, f64)> = (0..30)
+        .map(|i| {
+            (
+                base + i,
+                if i % 3 == 0 { "attic" } else { "cellar" },
+                i as f64,
+            )
+        })
+        .collect();
+    db.store.write(&[&part("q", 0, &rows)]).await.unwrap();
+
+    let times = |v: Vec<readings::Reading>| {
+        v.iter()
+            .map(|r| r.time.timestamp() - base)
+            .collect::<Vec<_>>()
+    };
+
+    let newest = db.store.recent(&RecentQuery::default()).await.unwrap();
+    assert_eq!(times(newest.clone()), [29, 28, 27, 26, 25]);
+    assert_eq!(newest[0].location, "cellar");
+    assert_eq!(newest[0].temperature, 29.0);
+
+    let q = RecentQuery {
+        location: Some("attic".into()),
+        limit: 3,
+        ..Default::default()
+    };
+    assert_eq!(times(db.store.recent(&q).await.unwrap()), [27, 24, 21]);
+
+    let q = RecentQuery {
+        since: Some(at(base + 10)),
+        until: Some(at(base + 14)),
+        limit: 1000,
+        ..Default::default()
+    };
+    assert_eq!(times(db.store.recent(&q).await.unwrap()), [13, 12, 11, 10]);
+
+    let q = RecentQuery {
+        location: Some("attic".into()),
+        until: Some(at(base + 9)),
+        ..Default::default()
+    };
+    assert_eq!(times(db.store.recent(&q).await.unwrap()), [6, 3, 0]);
+
+    let q = RecentQuery {
+        since: Some(Utc::now() - TimeDelta::minutes(1)),
+        ..Default::default()
+    };
+    assert!(db.store.recent(&q).await.unwrap().is_empty());
+}

@@ -221,3 +221,104 @@ impl TestQueue {
             .sum()
     }
 }
+
+/// A stand-in for the Lambda Runtime API (the endpoint `AWS_LAMBDA_RUNTIME_API` names): it
+/// hands out the given events one by one and collects what the function answers, so a test
+/// can run a function binary exactly as Lambda would.
+pub struct FakeLambdaRuntime {
+    /// `host:port`, the value for `AWS_LAMBDA_RUNTIME_API`.
+    pub address: String,
+    responses: tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+}
+
+impl FakeLambdaRuntime {
+    pub async fn start(events: Vec<serde_json::Value>) -> FakeLambdaRuntime {
+        use axum::extract::{Path, State};
+        use axum::routing::{get, post};
+        use std::sync::{Arc, Mutex};
+
+        type Shared = (
+            Arc<Mutex<std::collections::VecDeque<serde_json::Value>>>,
+            tokio::sync::mpsc::UnboundedSender<(String, serde_json::Value)>,
+        );
+        async fn next(State((queue, _)): State<Shared>) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let event = queue.lock().expect("event queue").pop_front();
+            let Some(event) = event else {
+                // No more work: hold the long poll, as Lambda does between invocations.
+                std::future::pending::<()>().await;
+                unreachable!()
+            };
+            let id = format!("req-{}", suffix());
+            let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+            (
+                [
+                    ("lambda-runtime-aws-request-id", id),
+                    ("lambda-runtime-deadline-ms", deadline.to_string()),
+                    (
+                        "lambda-runtime-invoked-function-arn",
+                        "arn:aws:lambda:us-east-1:123456789012:function:test".to_owned(),
+                    ),
+                    (
+                        "lambda-runtime-trace-id",
+                        "Root=1-00000000-000000000000000000000000".to_owned(),
+                    ),
+                    ("content-type", "application/json".to_owned()),
+                ],
+                event.to_string(),
+            )
+                .into_response()
+        }
+        async fn respond(
+            State((_, tx)): State<Shared>,
+            Path((id, kind)): Path<(String, String)>,
+            body: String,
+        ) -> axum::http::StatusCode {
+            let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+            let _ = tx.send((format!("{kind}:{id}"), value));
+            axum::http::StatusCode::ACCEPTED
+        }
+        async fn init_error(State((_, tx)): State<Shared>, body: String) -> axum::http::StatusCode {
+            let _ = tx.send(("init-error".into(), serde_json::Value::String(body)));
+            axum::http::StatusCode::ACCEPTED
+        }
+
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let state: Shared = (Arc::new(Mutex::new(events.into())), tx);
+        let app = axum::Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(respond))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake runtime");
+        let address = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeLambdaRuntime {
+            address,
+            responses: rx,
+        }
+    }
+
+    /// The environment Lambda gives a function, pointing at this runtime.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", self.address.clone()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "test".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/test".into()),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
+        ]
+    }
+
+    /// The next answer: `("response:<id>" | "error:<id>" | "init-error", body)`; waits at
+    /// most 30 s.
+    pub async fn next_response(&mut self) -> (String, serde_json::Value) {
+        tokio::time::timeout(Duration::from_secs(30), self.responses.recv())
+            .await
+            .expect("the function answered within 30 s")
+            .expect("runtime channel open")
+    }
+}

@@ -52,10 +52,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.error });
-        if let Some(d) = self.details {
-            body["details"] = d;
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            details: Option<Value>,
         }
+        let body = Body {
+            error: self.error,
+            details: self.details,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response

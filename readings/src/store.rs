@@ -154,6 +154,10 @@ impl Store {
     pub async fn ensure_schema(&self) -> Result<TableKind, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await.ctx("starting schema setup")?;
+        // "already exists, skipping" notices are the normal case here, not news.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .ctx("starting schema setup")?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await
             .ctx("taking the schema lock")?;

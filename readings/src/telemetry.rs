@@ -1,5 +1,7 @@
 //! Logging set-up and process signals.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::in_lambda;
@@ -12,7 +14,9 @@ pub fn init() {
         || std::env::var("LOG_FORMAT")
             .map(|f| f.eq_ignore_ascii_case("json"))
             .unwrap_or(false);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     let result = if json {
         builder
             .json()

@@ -1,14 +1,12 @@
 //! The sample SQS event in events/ runs through the handler, so it never rots.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use readings::testing::TestDb;
+use readings::testing::{event, TestDb};
 use readings::writer::Writer;
 
 #[tokio::test]
 async fn sample_sqs_event_is_written() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/sqs-batch.json");
-    let text = std::fs::read_to_string(path).unwrap();
-    let event: SqsEvent = serde_json::from_str(&text).unwrap();
+    let event: SqsEvent = serde_json::from_value(event("sqs-batch.json")).unwrap();
     let messages = event.records.len();
     assert!(messages >= 3, "the sample should show several messages");
 

@@ -7,7 +7,7 @@ use lambda_http::request::from_str;
 use readings::config::IngestConfig;
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
-use readings::testing::TestQueue;
+use readings::testing::{event, TestQueue};
 use readings::Limits;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -29,8 +29,7 @@ async fn sample_post_events_are_accepted() {
         ("ingest-post-batch.json", 3),
         ("ingest-post-ndjson.json", 2),
     ] {
-        let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
-        let request = from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let request = from_str(&event(file).to_string()).unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status().as_u16(), 202, "{file}");
         let body = axum::body::to_bytes(response.into_body(), 1 << 20)

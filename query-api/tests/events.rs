@@ -2,27 +2,21 @@
 //! them, so they never rot.
 
 use lambda_http::request::from_str;
-use readings::envelope::{BatchPart, WireReading};
-use readings::testing::TestDb;
+use readings::testing::{event, TestDb};
 use serde_json::Value;
 use tower::ServiceExt;
 
 #[tokio::test]
 async fn sample_get_events_answer() {
     let db = TestDb::new().await;
-    let seed = BatchPart {
-        id: "seed".into(),
-        part: 0,
-        readings: vec![
-            WireReading(1_678_882_392_000_000, "bedroom".into(), 66.0),
-            WireReading(1_678_882_393_000_000, "kitchen".into(), 71.5),
-        ],
-    };
-    db.store.write(&[&seed]).await.unwrap();
+    db.insert(&[
+        (1_678_882_392_000_000, "bedroom", 66.0),
+        (1_678_882_393_000_000, "kitchen", 71.5),
+    ])
+    .await;
     let app = query_api::router(db.store.clone());
     for (file, rows) in [("query-get.json", 2), ("query-get-params.json", 1)] {
-        let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
-        let request = from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let request = from_str(&event(file).to_string()).unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "{file}");
         let body = axum::body::to_bytes(response.into_body(), 1 << 20)

@@ -1,6 +1,5 @@
 //! query-api over HTTP against a real PostgreSQL.
 
-use readings::envelope::{BatchPart, WireReading};
 use readings::testing::TestDb;
 use serde_json::{json, Value};
 
@@ -9,17 +8,13 @@ const BASE: i64 = 1_700_000_000;
 async fn setup() -> (TestDb, String) {
     let db = TestDb::new().await;
     // 40 readings one second apart; every fourth in the attic, the rest in the cellar.
-    let part = BatchPart {
-        id: "seed".into(),
-        part: 0,
-        readings: (0..40)
-            .map(|i| {
-                let loc = if i % 4 == 0 { "attic" } else { "cellar" };
-                WireReading((BASE + i) * 1_000_000 + 250_000, loc.into(), i as f64 + 0.5)
-            })
-            .collect(),
-    };
-    db.store.write(&[&part]).await.unwrap();
+    let rows: Vec<(i64, &str, f64)> = (0..40)
+        .map(|i| {
+            let loc = if i % 4 == 0 { "attic" } else { "cellar" };
+            ((BASE + i) * 1_000_000 + 250_000, loc, i as f64 + 0.5)
+        })
+        .collect();
+    db.insert(&rows).await;
     let app = query_api::router(db.store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sensor", listener.local_addr().unwrap());

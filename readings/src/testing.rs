@@ -60,6 +60,20 @@ impl TestDb {
         }
     }
 
+    /// Writes readings `(epoch µs, location, temperature)` through the store's write path,
+    /// as one batch part of its own.
+    pub async fn insert(&self, rows: &[(i64, &str, f64)]) {
+        let part = crate::envelope::BatchPart {
+            id: format!("seed-{}", suffix()),
+            part: 0,
+            readings: rows
+                .iter()
+                .map(|(t, l, v)| crate::envelope::WireReading(*t, (*l).to_owned(), *v))
+                .collect(),
+        };
+        self.store.write(&[&part]).await.expect("seed readings");
+    }
+
     /// A plain connection to this test's database.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.config.url, NoTls)
@@ -111,6 +125,13 @@ fn pg_url(pg: &tokio_postgres::Config, db: &str) -> String {
     let port = pg.get_ports().first().copied().unwrap_or(5432);
     let user = pg.get_user().unwrap_or("postgres");
     format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+/// A sample event from the repository's `events/` folder.
+pub fn event(file: &str) -> serde_json::Value {
+    let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// A main queue and its dead-letter queue (redrive after 5 receives), named for one test.
@@ -311,6 +332,29 @@ impl FakeLambdaRuntime {
             ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/test".into()),
             ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
         ]
+    }
+
+    /// Runs `binary` as a Lambda function with `env` on a fresh runtime that hands it
+    /// `events`, and returns its answer to each, in order; the process is killed afterwards.
+    pub async fn invoke(
+        binary: &str,
+        env: &[(&str, &str)],
+        events: Vec<serde_json::Value>,
+    ) -> Vec<(String, serde_json::Value)> {
+        let n = events.len();
+        let mut runtime = FakeLambdaRuntime::start(events).await;
+        let mut child = tokio::process::Command::new(binary)
+            .envs(runtime.env())
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the function binary");
+        let mut answers = Vec::with_capacity(n);
+        for _ in 0..n {
+            answers.push(runtime.next_response().await);
+        }
+        child.kill().await.expect("stop the function binary");
+        answers
     }
 
     /// The next answer: `("response:<id>" | "error:<id>" | "init-error", body)`; waits at

@@ -5,6 +5,7 @@
 //! runs an HTTP function under Lambda or locally ([`http`]).
 
 pub mod config;
+pub mod deadletter;
 pub mod envelope;
 pub mod http;
 pub mod ingest;

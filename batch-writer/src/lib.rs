@@ -4,23 +4,47 @@
 
 pub mod poller;
 
+use std::time::{Duration, Instant};
+
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
-use readings::config::{in_lambda, DbConfig, PollerConfig, QueueConfig};
+use readings::config::{in_lambda, DbConfig, PollerConfig, QueueConfig, WriterConfig};
 use readings::queue;
 use readings::store::Store;
-use readings::writer::Writer;
+use readings::writer::{DeadLetterQueue, Writer};
+
+/// Time kept back from a deadline to send the answer.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// Builds the writer from the environment: the store and, with `DLQ_URL`, the DLQ.
+pub async fn writer_from_env() -> anyhow::Result<Writer> {
+    let store = Store::new(&DbConfig::from_env()?)?;
+    let config = WriterConfig::from_env()?;
+    let writer = Writer::new(store).with_retention(config.batch_record_retention);
+    Ok(match config.dlq_url {
+        Some(url) => writer.with_dead_letter_queue(DeadLetterQueue {
+            client: queue::client().await,
+            url,
+        }),
+        None => {
+            tracing::warn!("DLQ_URL is not set: poison messages cycle until the queue's redrive policy moves them");
+            writer
+        }
+    })
+}
 
 /// Builds the function from the environment and runs it (Lambda or local poller).
 pub async fn run() -> anyhow::Result<()> {
-    let store = Store::new(&DbConfig::from_env()?)?;
-    let writer = Writer::new(store);
+    let writer = writer_from_env().await?;
     if in_lambda() {
         // The pool lives in `writer`, created once per process and reused by every invocation.
         lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
             let writer = writer.clone();
             async move {
-                Ok::<SqsBatchResponse, lambda_runtime::Error>(writer.handle(event.payload).await)
+                let deadline = lambda_deadline(event.context.deadline);
+                Ok::<SqsBatchResponse, lambda_runtime::Error>(
+                    writer.handle(event.payload, deadline).await,
+                )
             }
         }))
         .await
@@ -32,4 +56,11 @@ pub async fn run() -> anyhow::Result<()> {
         let poller = poller::Poller::new(queue::client().await, queue.queue_url, config, writer);
         poller.run(readings::telemetry::shutdown_signal()).await
     }
+}
+
+/// The invocation's deadline (epoch milliseconds) as an `Instant`, less [`DEADLINE_MARGIN`].
+fn lambda_deadline(deadline_ms: u64) -> Instant {
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Instant::now() + left.saturating_sub(DEADLINE_MARGIN)
 }

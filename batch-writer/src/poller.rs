@@ -85,6 +85,12 @@ impl Poller {
     /// delete what succeeded.
     pub async fn round(&self) -> anyhow::Result<Round> {
         let messages = self.gather().await?;
+        // Received messages stay hidden for the visibility timeout: answer before it ends.
+        let deadline = std::time::Instant::now()
+            + self
+                .config
+                .visibility_timeout
+                .saturating_sub(crate::DEADLINE_MARGIN);
         if messages.is_empty() {
             return Ok(Round::default());
         }
@@ -96,23 +102,25 @@ impl Poller {
         let mut event = SqsEvent::default();
         event.records = messages.into_iter().map(to_event_message).collect();
 
-        let failed: HashSet<String> =
-            match tokio::time::timeout(self.config.visibility_timeout, self.writer.handle(event))
-                .await
-            {
-                Ok(response) => response
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier)
-                    .collect(),
-                Err(_) => {
-                    tracing::error!(
-                        messages = received,
-                        "handler passed the visibility timeout; the batch will be redelivered"
-                    );
-                    receipts.keys().cloned().collect()
-                }
-            };
+        let failed: HashSet<String> = match tokio::time::timeout(
+            self.config.visibility_timeout,
+            self.writer.handle(event, deadline),
+        )
+        .await
+        {
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            Err(_) => {
+                tracing::error!(
+                    messages = received,
+                    "handler passed the visibility timeout; the batch will be redelivered"
+                );
+                receipts.keys().cloned().collect()
+            }
+        };
         let done: Vec<&String> = receipts
             .iter()
             .filter(|(id, _)| !failed.contains(*id))

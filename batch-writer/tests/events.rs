@@ -12,7 +12,7 @@ async fn sample_sqs_event_is_written() {
 
     let db = TestDb::new().await;
     let writer = Writer::new(db.store.clone());
-    let response = writer.handle(event.clone()).await;
+    let response = writer.handle(event.clone(), soon()).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     let expected: usize = event
         .records
@@ -27,7 +27,11 @@ async fn sample_sqs_event_is_written() {
     assert_eq!(db.count().await, expected as i64);
 
     // Delivered again: nothing more is written.
-    let again = writer.handle(event).await;
+    let again = writer.handle(event, soon()).await;
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(db.count().await, expected as i64);
+}
+
+fn soon() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(20)
 }

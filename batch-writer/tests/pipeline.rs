@@ -36,7 +36,12 @@ async fn start() -> Pipeline {
         max_readings: 10_000,
         limits: Limits::default(),
     };
-    let ingest = listen(ingest_api::router(Arc::new(Ingestor::new(config, sender)))).await;
+    let ingest = listen(ingest_api::router(Arc::new(Ingestor::new(
+        config,
+        sender,
+        db.store.clone(),
+    ))))
+    .await;
     let query = listen(query_api::router(db.store.clone())).await;
     let poller = Poller::new(
         q.client.clone(),

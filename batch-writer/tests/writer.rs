@@ -41,7 +41,7 @@ async fn one_undecodable_message_fails_alone() {
         .records
         .insert(2, message("poison", "{\"not\": \"an envelope\"}"));
 
-    let response = writer.handle(event).await;
+    let response = writer.handle(event, soon()).await;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()
@@ -52,33 +52,47 @@ async fn one_undecodable_message_fails_alone() {
 }
 
 #[tokio::test]
-async fn a_failed_write_reports_every_message_of_the_transaction() {
-    let db = TestDb::new().await;
-    let writer = Writer::new(db.store.clone());
-    db.store.ensure_schema().await.unwrap();
-    // Make the table refuse writes, as a permissions mistake would.
-    db.client()
-        .await
-        .batch_execute("ALTER TABLE sensor_data ADD CONSTRAINT cold CHECK (temperature < 1)")
-        .await
-        .unwrap();
+async fn a_database_down_past_the_deadline_reports_every_message() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = readings::store::Store::new(&readings::config::DbConfig {
+        url: format!("postgres://postgres@127.0.0.1:{port}/none"),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(1),
+        statement_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let writer = Writer::new(store);
     let mut event = SqsEvent::default();
     for i in 0..3 {
         let body = pack(&format!("b{i}"), &readings("r", 2), 262_144).unwrap();
         event.records.push(message(&format!("m{i}"), &body[0]));
     }
-    let response = writer.handle(event).await;
-    assert_eq!(response.batch_item_failures.len(), 3);
-    assert_eq!(db.count().await, 0);
-    // The batch ids were rolled back with the rows: a later delivery can still write them.
-    let recorded: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM ingest_batches", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(recorded, 0);
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(3);
+    let response = writer.handle(event, deadline).await;
+    let mut failed: Vec<String> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    failed.sort();
+    assert_eq!(failed, ["m0", "m1", "m2"]);
+    // It retried until the deadline drew near, and answered before it.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        std::time::Instant::now() < deadline,
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 fn poller_config() -> PollerConfig {
@@ -162,4 +176,8 @@ async fn a_message_delivered_twice_is_written_once() {
         received += poller.round().await.unwrap().received;
     }
     assert_eq!(db.count().await, 7);
+}
+
+fn soon() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(20)
 }

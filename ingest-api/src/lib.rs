@@ -8,10 +8,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use readings::config::{IngestConfig, QueueConfig};
+use readings::config::{DbConfig, IngestConfig, QueueConfig};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
 use readings::queue::{self, Sender};
+use readings::store::Store;
 
 /// The header a client sets to make retries of one request safe.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -77,7 +78,9 @@ pub async fn run() -> anyhow::Result<()> {
     let config = IngestConfig::from_env()?;
     let queue_config = QueueConfig::from_env()?;
     let sender = Sender::new(queue::client().await, &queue_config).await;
+    // Only requests with an Idempotency-Key use the database; connections open lazily.
+    let keys = Store::new(&DbConfig::from_env()?)?;
     tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
     let addr = config.addr;
-    serve(router(Arc::new(Ingestor::new(config, sender))), addr).await
+    serve(router(Arc::new(Ingestor::new(config, sender, keys))), addr).await
 }

@@ -7,7 +7,7 @@ use lambda_http::request::from_str;
 use readings::config::IngestConfig;
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
-use readings::testing::{event, TestQueue};
+use readings::testing::{event, TestDb, TestQueue};
 use readings::Limits;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -15,6 +15,7 @@ use tower::ServiceExt;
 #[tokio::test]
 async fn sample_post_events_are_accepted() {
     let q = TestQueue::new().await;
+    let db = TestDb::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
     let config = IngestConfig {
         addr: ([127, 0, 0, 1], 0).into(),
@@ -22,7 +23,7 @@ async fn sample_post_events_are_accepted() {
         max_readings: 10_000,
         limits: Limits::default(),
     };
-    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender)));
+    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, db.store.clone())));
     let mut expected = 0;
     for (file, readings) in [
         ("ingest-post-one.json", 1),

@@ -3,32 +3,50 @@
 
 use std::sync::Arc;
 
-use readings::config::{IngestConfig, QueueConfig};
+use readings::config::{DbConfig, IngestConfig, QueueConfig};
 use readings::envelope::decode;
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
-use readings::testing::TestQueue;
+use readings::store::Store;
+use readings::testing::{TestDb, TestQueue};
 use readings::Limits;
 use serde_json::{json, Value};
 
-async fn serve(sender: Sender) -> String {
+async fn serve(sender: Sender, keys: Store) -> String {
     let config = IngestConfig {
         addr: ([127, 0, 0, 1], 0).into(),
         max_body_bytes: 64 * 1024,
         max_readings: 500,
         limits: Limits::default(),
     };
-    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender)));
+    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, keys)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sensor", listener.local_addr().unwrap());
     tokio::spawn(readings::http::serve_on(app, listener));
     url
 }
 
+/// A store whose database nobody listens for: requests without an Idempotency-Key must
+/// not need it.
+fn no_database() -> Store {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Store::new(&DbConfig {
+        url: format!("postgres://postgres@127.0.0.1:{port}/none"),
+        pool_size: 1,
+        connect_timeout: std::time::Duration::from_secs(1),
+        statement_timeout: std::time::Duration::from_secs(1),
+    })
+    .unwrap()
+}
+
 async fn setup() -> (TestQueue, String) {
     let q = TestQueue::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
-    let url = serve(sender).await;
+    let url = serve(sender, no_database()).await;
     (q, url)
 }
 
@@ -120,7 +138,7 @@ async fn large_requests_are_packed_by_size_into_several_messages() {
         max_message_bytes: Some(4096),
         ..q.config.clone()
     };
-    let url = serve(Sender::new(q.client.clone(), &config).await).await;
+    let url = serve(Sender::new(q.client.clone(), &config).await, no_database()).await;
     let readings: Vec<Value> = (0..400)
         .map(|i| json!({"location": format!("sensor-{i:04}"), "temperature": i as f64 / 10.0}))
         .collect();
@@ -260,7 +278,13 @@ async fn unknown_routes_and_methods_answer_json() {
 
 #[tokio::test]
 async fn idempotency_key_fixes_the_batch_id() {
-    let (q, url) = setup().await;
+    let q = TestQueue::new().await;
+    let db = TestDb::new().await;
+    let url = serve(
+        Sender::new(q.client.clone(), &q.config).await,
+        db.store.clone(),
+    )
+    .await;
     let send = || {
         reqwest::Client::new()
             .post(&url)
@@ -290,7 +314,7 @@ async fn an_unreachable_queue_answers_503_with_retry_after() {
         max_message_bytes: Some(262_144),
         ..q.config.clone()
     };
-    let url = serve(Sender::new(dead, &config).await).await;
+    let url = serve(Sender::new(dead, &config).await, no_database()).await;
     let r = reqwest::Client::new()
         .post(&url)
         .header("content-type", "application/json")

@@ -77,6 +77,8 @@ pub struct DbConfig {
     pub pool_size: usize,
     /// `DB_CONNECT_TIMEOUT_SECS`.
     pub connect_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_SECS`: server-side limit on any one statement.
+    pub statement_timeout: Duration,
 }
 
 impl DbConfig {
@@ -90,6 +92,10 @@ impl DbConfig {
             connect_timeout: Duration::from_secs(positive(
                 "DB_CONNECT_TIMEOUT_SECS",
                 env_or("DB_CONNECT_TIMEOUT_SECS", 5u64)?,
+            )?),
+            statement_timeout: Duration::from_secs(positive(
+                "DB_STATEMENT_TIMEOUT_SECS",
+                env_or("DB_STATEMENT_TIMEOUT_SECS", 30u64)?,
             )?),
         })
     }
@@ -218,6 +224,37 @@ impl PollerConfig {
                 env_or("WRITER_VISIBILITY_TIMEOUT_SECS", 60u64)?,
             )?),
             pollers: positive("WRITER_POLLERS", env_or("WRITER_POLLERS", 2usize)?)?,
+        })
+    }
+}
+
+/// batch-writer settings shared by both hosts.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// `DLQ_URL`: where messages that can never be written go, with their reason. Without
+    /// it they are reported as failed and SQS's redrive policy moves them eventually.
+    pub dlq_url: Option<String>,
+    /// `BATCH_RECORD_RETENTION_DAYS`: how long batch ids (and idempotency keys) are kept.
+    /// Must outlive any message: SQS keeps messages at most 14 days.
+    pub batch_record_retention: Duration,
+}
+
+impl WriterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let days = positive(
+            "BATCH_RECORD_RETENTION_DAYS",
+            env_or("BATCH_RECORD_RETENTION_DAYS", 21u64)?,
+        )?;
+        if days <= 14 {
+            return Err(ConfigError::Invalid {
+                name: "BATCH_RECORD_RETENTION_DAYS",
+                value: days.to_string(),
+                reason: "must be more than 14 days, SQS's longest message retention".into(),
+            });
+        }
+        Ok(WriterConfig {
+            dlq_url: env_or("DLQ_URL", String::new()).map(|u| (!u.is_empty()).then_some(u))?,
+            batch_record_retention: Duration::from_secs(days * 86_400),
         })
     }
 }

@@ -90,6 +90,11 @@ impl From<IngestError> for ApiError {
             IngestError::Shape(_) | IngestError::BadIdempotencyKey(_) => {
                 ApiError::bad_request(message)
             }
+            IngestError::KeyReused => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+            IngestError::KeyStore(_) => {
+                tracing::error!(error = %message, "idempotency check failed");
+                ApiError::unavailable("the idempotency record is unavailable; retry later", 5)
+            }
             IngestError::Queue(QueueError::Unavailable(_)) => {
                 tracing::error!(error = %message, "enqueue failed");
                 ApiError::unavailable("the queue is unavailable; retry later (send an Idempotency-Key header to make retries safe)", 5)

@@ -11,6 +11,7 @@ use crate::config::IngestConfig;
 use crate::envelope::{self, EnvelopeError};
 use crate::queue::{QueueError, Sender};
 use crate::reading::{validate, FieldError, Reading};
+use crate::store::{Claim, Store};
 
 /// Namespace for batch ids derived from `Idempotency-Key` headers.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x1b4e_28ba_2fa1_41d2_883f_0016_d3cc_a427);
@@ -76,6 +77,10 @@ pub enum IngestError {
     },
     #[error("Idempotency-Key is invalid: {0}")]
     BadIdempotencyKey(String),
+    #[error("this Idempotency-Key was already used with a different body; use a new key for new readings")]
+    KeyReused,
+    #[error("the idempotency record could not be checked: {0}")]
+    KeyStore(#[from] crate::store::StoreError),
     #[error("readings could not be enqueued: {0}")]
     Queue(#[from] QueueError),
     #[error("readings could not be packed: {0}")]
@@ -186,16 +191,25 @@ pub fn batch_id(idempotency_key: Option<&str>) -> Result<String, IngestError> {
     }
 }
 
-/// Everything ingest needs: its limits and the queue.
+/// Namespace for body hashes of idempotent requests.
+const BODY_NAMESPACE: Uuid = Uuid::from_u128(0x6ba7_b812_9dad_11d1_80b4_00c0_4fd4_30c8);
+
+/// Everything ingest needs: its limits, the queue, and the store that remembers
+/// `Idempotency-Key`s (only requests that carry one touch the database).
 #[derive(Clone)]
 pub struct Ingestor {
     pub config: IngestConfig,
     pub sender: Sender,
+    pub keys: Store,
 }
 
 impl Ingestor {
-    pub fn new(config: IngestConfig, sender: Sender) -> Self {
-        Ingestor { config, sender }
+    pub fn new(config: IngestConfig, sender: Sender, keys: Store) -> Self {
+        Ingestor {
+            config,
+            sender,
+            keys,
+        }
     }
 
     /// Handles one request body end to end: parse, validate, pack, enqueue.
@@ -215,6 +229,13 @@ impl Ingestor {
         let received_at = Utc::now();
         let values = parse_body(body, format)?;
         let readings = validate_all(&values, received_at, &self.config)?;
+        if idempotency_key.is_some() {
+            // A hash of the exact body: a retry sends the same bytes.
+            let hash = Uuid::new_v5(&BODY_NAMESPACE, body).simple().to_string();
+            if self.keys.claim_key(&batch_id, &hash).await? == Claim::Conflict {
+                return Err(IngestError::KeyReused);
+            }
+        }
         let bodies = envelope::pack(&batch_id, &readings, self.sender.max_message_bytes())?;
         let messages = bodies.len();
         self.sender.send_all(bodies).await?;

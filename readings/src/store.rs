@@ -34,6 +34,20 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error("database busy: {0}")]
+    Busy(&'static str),
+}
+
+/// What to do about a failed write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth retrying: the connection, the server's state or a conflict (SQLSTATE classes
+    /// 08, 40, 53, 57, 58, XX, timeouts, no code at all).
+    Transient,
+    /// The data itself is refused (classes 22, 23): retrying the same rows cannot succeed.
+    Data,
+    /// Refused for a reason an operator must fix (class 42: privileges, missing objects).
+    Operator,
 }
 
 impl StoreError {
@@ -44,6 +58,28 @@ impl StoreError {
             _ => None,
         }
     }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Envelope(_) => ErrorKind::Data,
+            _ => match self.sqlstate().map(|s| s.get(..2).unwrap_or(s)) {
+                Some("22") | Some("23") => ErrorKind::Data,
+                Some("42") => ErrorKind::Operator,
+                _ => ErrorKind::Transient,
+            },
+        }
+    }
+}
+
+/// The outcome of claiming an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First use of the key.
+    New,
+    /// The key was used before with the same body: a retry.
+    Retry,
+    /// The key was used before with another body.
+    Conflict,
 }
 
 trait Context<T> {
@@ -109,6 +145,10 @@ impl Store {
         let mut pg = tokio_postgres::Config::from_str(&config.url)
             .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
         pg.connect_timeout(config.connect_timeout);
+        pg.options(format!(
+            "-c statement_timeout={}",
+            config.statement_timeout.as_millis()
+        ));
         if pg.get_application_name().is_none() {
             pg.application_name("sensor-pipeline");
         }
@@ -202,7 +242,16 @@ impl Store {
                  part       INTEGER     NOT NULL,
                  written_at TIMESTAMPTZ NOT NULL DEFAULT now(),
                  PRIMARY KEY (batch_id, part)
-             );",
+             );
+             CREATE INDEX IF NOT EXISTS ingest_batches_written_at_idx
+                 ON ingest_batches (written_at);
+             CREATE TABLE IF NOT EXISTS idempotency_keys (
+                 batch_id   TEXT        PRIMARY KEY,
+                 body_hash  TEXT        NOT NULL,
+                 created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );
+             CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx
+                 ON idempotency_keys (created_at);",
         )
         .await
         .ctx("creating tables")?;
@@ -279,6 +328,80 @@ impl Store {
         report.rows = writer.finish().await.ctx("finishing COPY")?;
         tx.commit().await.ctx("committing the write")?;
         Ok(report)
+    }
+
+    /// Claims the batch id of an `Idempotency-Key` for a body (by its hash). A later claim
+    /// with the same hash is a retry; with another hash, a conflict.
+    pub async fn claim_key(&self, batch_id: &str, body_hash: &str) -> Result<Claim, StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH new AS (
+                     INSERT INTO idempotency_keys (batch_id, body_hash) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING RETURNING body_hash
+                 )
+                 SELECT body_hash, TRUE FROM new
+                 UNION ALL
+                 SELECT body_hash, FALSE FROM idempotency_keys WHERE batch_id = $1
+                 LIMIT 1",
+            )
+            .await
+            .ctx("preparing the key claim")?;
+        // A claim racing another for the same key can see neither row (the other's insert
+        // commits after this statement's snapshot); asking again then sees it.
+        let mut row = None;
+        for _ in 0..3 {
+            row = client
+                .query_opt(&stmt, &[&batch_id, &body_hash])
+                .await
+                .ctx("claiming an idempotency key")?;
+            if row.is_some() {
+                break;
+            }
+        }
+        let Some(row) = row else {
+            return Err(StoreError::Busy("an idempotency key claimed concurrently"));
+        };
+        let (stored, inserted): (String, bool) = (row.get(0), row.get(1));
+        Ok(if inserted {
+            Claim::New
+        } else if stored == body_hash {
+            Claim::Retry
+        } else {
+            Claim::Conflict
+        })
+    }
+
+    /// Deletes batch records and idempotency keys older than `older_than`, a few thousand
+    /// rows per statement, skipping rows other sessions hold, so writers never wait on it.
+    /// Returns how many rows went.
+    pub async fn prune(&self, older_than: std::time::Duration) -> Result<u64, StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        let cutoff =
+            Utc::now() - chrono::TimeDelta::from_std(older_than).unwrap_or(chrono::TimeDelta::MAX);
+        let mut total = 0;
+        for sql in [
+            "DELETE FROM ingest_batches WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM ingest_batches WHERE written_at < $1
+                 LIMIT 5000 FOR UPDATE SKIP LOCKED))",
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM idempotency_keys WHERE created_at < $1
+                 LIMIT 5000 FOR UPDATE SKIP LOCKED))",
+        ] {
+            loop {
+                let n = client
+                    .execute(sql, &[&cutoff])
+                    .await
+                    .ctx("pruning old batch records")?;
+                total += n;
+                if n < 5000 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// The newest readings, newest first.

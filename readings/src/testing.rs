@@ -51,6 +51,7 @@ impl TestDb {
             url,
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
         };
         let store = Store::new(&config).expect("store");
         TestDb {

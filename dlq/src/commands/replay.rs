@@ -1,0 +1,194 @@
+//! `replay`: dead letters back to the main queue.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_sqs::error::DisplayErrorContext;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::report::rfc3339;
+use crate::message::{DeadMessage, Filter};
+use crate::scan::{scan, Scan, HOLD};
+use crate::sqs::{self, Outgoing, MAX_BATCH_ENTRIES};
+use crate::ui::Ui;
+use crate::Queues;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplayOptions {
+    pub max: Option<usize>,
+    pub rate: Option<f64>,
+    pub dry_run: bool,
+}
+
+pub(crate) async fn replay(
+    q: &Queues<'_>,
+    ui: Ui,
+    filter: &Filter,
+    options: ReplayOptions,
+) -> Result<()> {
+    let main = q.main()?.to_owned();
+    let dlq = q.dlq().await?;
+    if main == dlq {
+        bail!("the main queue and the dead-letter queue are the same queue ({main})");
+    }
+    let depth = sqs::depth(q.client, &dlq).await?;
+    let bar = ui.progress(Some(depth.visible), "scanning the dead-letter queue");
+    let mut scanned = scan(q.client, &dlq, filter, options.max, &bar).await?;
+    bar.finish_and_clear();
+    let selected = std::mem::take(&mut scanned.matched);
+    let skipped = scanned.skipped;
+
+    if options.dry_run {
+        scanned.release().await?;
+        if ui.json {
+            let list: Vec<_> = selected
+                .iter()
+                .map(|m| {
+                    json!({"message_id": m.message_id, "class": m.class(), "reason": m.reason(),
+                           "failed_at": m.failed_at().map(rfc3339)})
+                })
+                .collect();
+            return ui.print_json(&json!({
+                "dry_run": true, "would_move": selected.len(), "skipped": skipped, "messages": list,
+            }));
+        }
+        for m in &selected {
+            println!("would move {}  {}  {}", m.message_id, m.class(), m.reason());
+        }
+        println!(
+            "dry run: would move {}, skipped {skipped} by filter; nothing moved",
+            selected.len()
+        );
+        return Ok(());
+    }
+
+    let moved = move_to_main(q, ui, &mut scanned, &selected, &dlq, &main, options.rate).await;
+    let released = scanned.release().await;
+    let (moved, interrupted) = moved?;
+    released?;
+    if ui.json {
+        return ui.print_json(&json!({
+            "dry_run": false, "moved": moved, "skipped": skipped, "interrupted": interrupted,
+        }));
+    }
+    println!("moved {moved}, skipped {skipped} by filter");
+    if interrupted {
+        println!(
+            "interrupted: {} selected messages were not moved; run the replay again",
+            selected.len() - moved
+        );
+    }
+    Ok(())
+}
+
+/// Sends each selected message to the main queue, then deletes it from the DLQ, a batch at
+/// a time; stops early on Ctrl-C. Returns (moved, interrupted).
+async fn move_to_main(
+    q: &Queues<'_>,
+    ui: Ui,
+    scanned: &mut Scan,
+    selected: &[DeadMessage],
+    dlq: &str,
+    main: &str,
+    rate: Option<f64>,
+) -> Result<(usize, bool)> {
+    if let Some(rate) = rate {
+        // Keep the selection hidden for as long as the paced move takes.
+        let ids: Vec<&str> = selected.iter().map(|m| m.message_id.as_str()).collect();
+        let needed = selected.len() as f64 / rate + HOLD.as_secs_f64();
+        scanned
+            .extend(&ids, Duration::from_secs_f64(needed))
+            .await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    let signal = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.store(true, Ordering::SeqCst);
+        }
+    });
+
+    let group_size = rate.map_or(MAX_BATCH_ENTRIES, |r| {
+        (r.floor() as usize).clamp(1, MAX_BATCH_ENTRIES)
+    });
+    let bar = ui.progress(Some(selected.len() as u64), "replaying");
+    let started = Instant::now();
+    let mut moved = 0;
+    let mut interrupted = false;
+    for group in selected.chunks(group_size) {
+        if stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let outgoing: Vec<Outgoing> = group
+            .iter()
+            .map(|m| Outgoing {
+                body: m.body.clone(),
+                attributes: BTreeMap::new(),
+            })
+            .collect();
+        for batch in sqs::batches(&outgoing) {
+            sqs::send_batch(q.client, main, batch)
+                .await
+                .with_context(|| stopped(moved))?;
+        }
+        let receipts: Vec<String> = group
+            .iter()
+            .filter_map(|m| scanned.receipt(&m.message_id).map(str::to_owned))
+            .collect();
+        let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
+        sqs::delete_batch(q.client, dlq, &receipts)
+            .await
+            .with_context(|| stopped(moved))?;
+        for m in group {
+            scanned.consumed(&m.message_id);
+        }
+        moved += group.len();
+        bar.inc(group.len() as u64);
+        if let Some(rate) = rate {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(moved as f64 / rate)).await;
+        }
+    }
+    signal.abort();
+    bar.finish_and_clear();
+    Ok((moved, interrupted))
+}
+
+fn stopped(moved: usize) -> String {
+    format!("replay stopped after moving {moved} messages (the batch in flight may have been sent without being deleted, which is harmless); run it again to continue")
+}
+
+/// `replay --native`: SQS's own StartMessageMoveTask, from the DLQ to the main queue.
+pub(crate) async fn replay_native(q: &Queues<'_>, ui: Ui, rate: Option<f64>) -> Result<()> {
+    let main = q.main()?.to_owned();
+    let dlq = q.dlq().await?;
+    let source = sqs::queue_arn(q.client, &dlq).await?;
+    let destination = sqs::queue_arn(q.client, &main).await?;
+    let out = q
+        .client
+        .start_message_move_task()
+        .source_arn(&source)
+        .destination_arn(&destination)
+        .set_max_number_of_messages_per_second(rate.map(|r| r.round().max(1.0) as i32))
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "StartMessageMoveTask failed on the SQS endpoint {}: {}. This endpoint may not support native message moves (moto does not); run `dlq replay` without --native to move the messages one by one",
+                sqs::endpoint_name(q.client),
+                DisplayErrorContext(e)
+            )
+        })?;
+    let handle = out.task_handle.unwrap_or_default();
+    if ui.json {
+        return ui.print_json(&json!({
+            "native": true, "task_handle": handle, "source_arn": source, "destination_arn": destination,
+        }));
+    }
+    println!("SQS is moving every message from {source} to {destination} (task {handle}); `dlq stats` shows the progress");
+    Ok(())
+}

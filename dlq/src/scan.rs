@@ -9,13 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName};
 use aws_sdk_sqs::Client;
 use indicatif::ProgressBar;
 
 use crate::message::{DeadMessage, Filter};
-use crate::sqs::MAX_BATCH_ENTRIES;
+use crate::sqs::{self, MAX_BATCH_ENTRIES};
 
 /// How long scanned messages stay hidden: long enough for the scan and a command's work on
 /// them; they are made visible again as soon as the command is done.
@@ -90,7 +89,7 @@ impl Scan {
                 .message_attribute_names("All")
                 .send()
                 .await
-                .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+                .map_err(|e| anyhow!(sqs::describe(e)))
                 .with_context(|| format!("receiving from {}", self.url))?;
             let messages = out.messages.unwrap_or_default();
             let mut new = 0;
@@ -167,7 +166,7 @@ impl Scan {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+                .map_err(|e| anyhow!(sqs::describe(e)))
                 .with_context(|| {
                     format!(
                         "changing the visibility of scanned messages on {}; they become visible again by themselves within {} s",

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, QueueAttributeName,
     SendMessageBatchRequestEntry,
@@ -31,6 +32,25 @@ pub fn endpoint_name(client: &Client) -> String {
     }
 }
 
+/// An SQS error in a line: the service's code and message, or the HTTP status when the
+/// endpoint answered without one, or the transport error.
+pub fn describe<E>(e: SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(_) = &e {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        match (e.code(), e.message(), status) {
+            (Some(c), Some(m), _) => return format!("{c}: {m}"),
+            (Some(c), None, _) => return c.to_owned(),
+            (None, Some(m), _) => return m.to_owned(),
+            (None, None, Some(s)) => return format!("HTTP {s}, with no SQS error in the answer"),
+            (None, None, None) => {}
+        }
+    }
+    DisplayErrorContext(e).to_string()
+}
+
 /// Some attributes of a queue.
 pub async fn queue_attributes(
     client: &Client,
@@ -43,7 +63,7 @@ pub async fn queue_attributes(
         .set_attribute_names(Some(names.to_vec()))
         .send()
         .await
-        .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+        .map_err(|e| anyhow!(describe(e)))
         .with_context(|| format!("reading the attributes of {url}"))?;
     Ok(out.attributes.unwrap_or_default())
 }
@@ -112,7 +132,7 @@ pub async fn dlq_of(client: &Client, queue_url: &str) -> Result<String> {
         .queue_owner_aws_account_id(*account)
         .send()
         .await
-        .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+        .map_err(|e| anyhow!(describe(e)))
         .with_context(|| format!("looking up the URL of the dead-letter queue {arn}"))?
         .queue_url
         .with_context(|| format!("no URL for the dead-letter queue {arn}"))
@@ -194,13 +214,13 @@ pub async fn send_batch(client: &Client, url: &str, messages: &[Outgoing]) -> Re
             Err(e) if attempt < 4 => {
                 eprintln!(
                     "warning: sending to {url} failed, retrying: {}",
-                    DisplayErrorContext(e)
+                    describe(e)
                 );
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 continue;
             }
             Err(e) => {
-                return Err(anyhow!("{}", DisplayErrorContext(e)))
+                return Err(anyhow!(describe(e)))
                     .with_context(|| format!("sending messages to {url}"))
             }
         };
@@ -239,7 +259,7 @@ pub async fn delete_batch(client: &Client, url: &str, receipts: &[&str]) -> Resu
         .set_entries(Some(entries))
         .send()
         .await
-        .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+        .map_err(|e| anyhow!(describe(e)))
         .with_context(|| format!("deleting messages from {url}"))?;
     for f in out.failed() {
         eprintln!(

@@ -3,7 +3,6 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use serde_json::json;
 
 use crate::scan::HOLD;
@@ -25,7 +24,7 @@ pub(crate) async fn purge(q: &Queues<'_>, ui: Ui, yes: bool) -> Result<()> {
         Err(e) => {
             eprintln!(
                 "PurgeQueue was refused ({}); receiving and deleting instead",
-                DisplayErrorContext(e)
+                sqs::describe(e)
             );
             (
                 "receive_delete",
@@ -80,7 +79,7 @@ async fn receive_and_delete(q: &Queues<'_>, ui: Ui, dlq: &str) -> Result<u64> {
             .wait_time_seconds(1)
             .send()
             .await
-            .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+            .map_err(|e| anyhow!(sqs::describe(e)))
             .with_context(|| format!("receiving from {dlq} after deleting {deleted} messages"))?;
         let receipts: Vec<&str> = out
             .messages()

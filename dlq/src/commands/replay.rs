@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -180,7 +179,7 @@ pub(crate) async fn replay_native(q: &Queues<'_>, ui: Ui, rate: Option<f64>) -> 
             anyhow!(
                 "StartMessageMoveTask failed on the SQS endpoint {}: {}. This endpoint may not support native message moves (moto does not); run `dlq replay` without --native to move the messages one by one",
                 sqs::endpoint_name(q.client),
-                DisplayErrorContext(e)
+                sqs::describe(e)
             )
         })?;
     let handle = out.task_handle.unwrap_or_default();

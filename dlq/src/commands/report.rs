@@ -149,13 +149,18 @@ pub(crate) fn message_json(m: &DeadMessage) -> serde_json::Value {
 }
 
 pub(crate) fn print_message(m: &DeadMessage) {
+    // The writer's receive count when it gave up; for redriven messages, SQS's own count.
+    let receives = m
+        .attributes
+        .get(readings::deadletter::ATTR_RECEIVE_COUNT)
+        .cloned()
+        .or_else(|| m.receive_count.map(|n| n.to_string()))
+        .unwrap_or_else(|| "?".to_owned());
     println!(
-        "{}  {}  failed {}  receives {}",
+        "{}  {}  failed {} after {receives} receive(s)",
         m.message_id,
         m.class(),
         m.failed_at().map_or_else(|| "?".to_owned(), rfc3339),
-        m.receive_count
-            .map_or_else(|| "?".to_owned(), |n| n.to_string())
     );
     println!("  reason:    {}", one_line(&m.reason(), 300));
     for (name, label) in [

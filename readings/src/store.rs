@@ -26,7 +26,7 @@ pub enum StoreError {
     Config(String),
     #[error("no database connection available: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}: {}", describe(source))]
     Db {
         context: &'static str,
         #[source]
@@ -82,6 +82,24 @@ pub enum Claim {
     Conflict,
 }
 
+/// The server's message, code and constraint, not just "db error".
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {}", db.message(), db.code().code());
+            if let Some(c) = db.constraint() {
+                s.push_str(&format!(", constraint {c}"));
+            }
+            s.push(')');
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(inner) => format!("{e}: {inner}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 trait Context<T> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError>;
 }
@@ -90,6 +108,32 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError> {
         self.map_err(|source| StoreError::Db { context, source })
     }
+}
+
+/// Bumped whenever `ensure_schema` creates something new.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The table kind recorded by a setup of the current version, if there was one.
+async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<TableKind>, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('pipeline_schema') IS NOT NULL", &[])
+        .await
+        .ctx("checking the schema version")?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT table_kind FROM pipeline_schema WHERE version = $1",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .ctx("checking the schema version")?;
+    Ok(row.map(|r| match r.get::<_, &str>(0) {
+        "hypertable" => TableKind::Hypertable,
+        _ => TableKind::Plain,
+    }))
 }
 
 /// How `sensor_data` is stored.
@@ -191,8 +235,14 @@ impl Store {
     /// With the `timescaledb` extension available, `sensor_data` becomes a hypertable
     /// (creating the extension if needed); otherwise it is a plain table. Either way it gets
     /// the indexes that make "newest N" and "newest N of one location" index scans.
+    ///
+    /// A marker row in `pipeline_schema` records the version set up; when it is current the
+    /// setup takes no locks at all (DDL would briefly block writers on every cold start).
     pub async fn ensure_schema(&self) -> Result<TableKind, StoreError> {
         let mut client = self.pool.get().await?;
+        if let Some(kind) = current_schema(&client).await? {
+            return Ok(kind);
+        }
         let tx = client.transaction().await.ctx("starting schema setup")?;
         // "already exists, skipping" notices are the normal case here, not news.
         tx.batch_execute("SET LOCAL client_min_messages = warning")
@@ -273,6 +323,26 @@ impl Store {
         )
         .await
         .ctx("creating indexes")?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS pipeline_schema (
+                 version    INTEGER     NOT NULL,
+                 table_kind TEXT        NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );
+             DELETE FROM pipeline_schema;",
+        )
+        .await
+        .ctx("recording the schema version")?;
+        let kind_name = match kind {
+            TableKind::Hypertable => "hypertable",
+            TableKind::Plain => "plain",
+        };
+        tx.execute(
+            "INSERT INTO pipeline_schema (version, table_kind) VALUES ($1, $2)",
+            &[&SCHEMA_VERSION, &kind_name],
+        )
+        .await
+        .ctx("recording the schema version")?;
         tx.commit().await.ctx("committing schema setup")?;
         Ok(kind)
     }

@@ -367,3 +367,81 @@ impl FakeLambdaRuntime {
             .expect("runtime channel open")
     }
 }
+
+/// A PostgreSQL cluster of a test's own, started and stopped with the project's scripts
+/// (`scripts/lib.sh`), for tests that take the database away.
+pub struct PrivateCluster {
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("repo root")
+            .to_path_buf();
+        let dir = root
+            .join(".local/test/clusters")
+            .join(suffix())
+            .join("pgdata");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let cluster = PrivateCluster { dir, port };
+        cluster.lib(&format!(
+            "start_postgres '{}' {} test",
+            cluster.dir.display(),
+            port
+        ));
+        cluster
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`), keeping the data.
+    pub fn stop(&self) {
+        self.lib(&format!("stop_postgres '{}'", self.dir.display()));
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn restart(&self) {
+        self.lib(&format!(
+            "start_postgres '{}' {} test",
+            self.dir.display(),
+            self.port
+        ));
+    }
+
+    pub fn db_config(&self) -> DbConfig {
+        DbConfig {
+            url: format!("postgres://postgres@127.0.0.1:{}/sensors", self.port),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn lib(&self, command: &str) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("repo root");
+        let status = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail; source '{}/scripts/lib.sh'; ensure_pg_bin; {command}",
+                root.display()
+            ))
+            .status()
+            .expect("run bash");
+        assert!(status.success(), "{command} failed");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(d) = self.dir.parent() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}

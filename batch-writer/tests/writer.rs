@@ -181,3 +181,37 @@ async fn a_message_delivered_twice_is_written_once() {
 fn soon() -> std::time::Instant {
     std::time::Instant::now() + std::time::Duration::from_secs(20)
 }
+
+#[tokio::test]
+async fn a_write_stuck_in_the_database_ends_at_the_deadline() {
+    let db = TestDb::new().await;
+    db.store.ensure_schema().await.unwrap();
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE sensor_data IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let writer = Writer::new(db.store.clone());
+    let body = pack("stuck", &readings("s", 3), 262_144).unwrap();
+    let mut event = SqsEvent::default();
+    event.records.push(message("m-stuck", &body[0]));
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(2);
+    let response = writer.handle(event, deadline).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "answered {:?} after the start",
+        started.elapsed()
+    );
+    assert_eq!(response.batch_item_failures.len(), 1);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    // The abandoned write left nothing behind, and the pool still works.
+    let mut event = SqsEvent::default();
+    event.records.push(message("m-stuck", &body[0]));
+    assert!(writer
+        .handle(event, soon())
+        .await
+        .batch_item_failures
+        .is_empty());
+    assert_eq!(db.count().await, 3);
+}

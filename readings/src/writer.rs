@@ -201,7 +201,12 @@ impl Writer {
             .build();
         loop {
             let attempt_started = Instant::now();
-            match self.store.write(parts).await {
+            // A statement may not outlive the deadline either; a dropped write rolls back.
+            let attempt = tokio::time::timeout_at(deadline.into(), self.store.write(parts)).await;
+            let result = attempt.unwrap_or(Err(crate::store::StoreError::Busy(
+                "the write was still running at the deadline",
+            )));
+            match result {
                 Ok(r) => {
                     report.rows += r.rows;
                     report.parts_written += r.parts_written;

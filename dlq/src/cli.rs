@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Parser, Subcommand};
 
 /// The dead-letter tool of the sensor pipeline.
@@ -16,15 +17,15 @@ use clap::{Parser, Subcommand};
 #[command(name = "dlq", version)]
 pub struct Cli {
     /// The main queue (where replayed messages go).
-    #[arg(long, env = "QUEUE_URL", global = true)]
+    #[arg(long, env = "QUEUE_URL", global = true, help_heading = "Global options", value_parser = NonEmptyStringValueParser::new())]
     pub queue_url: Option<String>,
 
     /// The dead-letter queue; when absent, found from the main queue's redrive policy.
-    #[arg(long, env = "DLQ_URL", global = true)]
+    #[arg(long, env = "DLQ_URL", global = true, help_heading = "Global options", value_parser = NonEmptyStringValueParser::new())]
     pub dlq_url: Option<String>,
 
     /// Machine-readable JSON on stdout (and no progress bars).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     #[command(subcommand)]
@@ -72,7 +73,8 @@ pub enum Command {
         /// Move at most N messages.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         max: Option<u64>,
-        /// Move at most R messages per second.
+        /// Move at most R messages per second (with --native: SQS's
+        /// MaxNumberOfMessagesPerSecond).
         #[arg(long, value_name = "R", value_parser = parse_rate)]
         rate: Option<f64>,
         /// List what would move, and move nothing.

@@ -522,3 +522,42 @@ async fn purge_without_yes_and_without_a_terminal_refuses() {
     assert!(err.contains("--yes"), "{err}");
     assert_eq!(depth(&q.client, &q.dlq_url).await, (4, 0));
 }
+
+#[tokio::test]
+async fn the_dlq_is_found_from_the_redrive_policy_and_bad_import_lines_are_named() {
+    let q = TestQueue::new().await;
+    mixed_letters(&q).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dlq"))
+        .args(["--json", "stats"])
+        .env("QUEUE_URL", q.url())
+        .env_remove("DLQ_URL")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run dlq");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(stats["dead_letter_queue"]["url"], q.dlq_url.as_str());
+    assert_eq!(stats["dead_letter_queue"]["scanned"], 4);
+
+    let file = std::env::temp_dir().join(format!(
+        "{}-bad.jsonl",
+        q.dlq_url.rsplit('/').next().unwrap_or("dlq")
+    ));
+    let good = serde_json::json!({"message_id": "a", "body": "x", "attributes": {}}).to_string();
+    std::fs::write(&file, format!("{good}\nnot json\n")).expect("write");
+    let out = dlq(&q, &["import", file.to_str().expect("utf-8 path")]).await;
+    let _ = std::fs::remove_file(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(
+        depth(&q.client, &q.dlq_url).await,
+        (4, 0),
+        "nothing imported from a bad file"
+    );
+}

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use readings::config::PollerConfig;
 use readings::deadletter::{self, DeadLetter, Failure, FailureClass};
 use readings::testing::{TestDb, TestQueue};
-use readings::writer::Writer;
+use readings::writer::{DeadLetterQueue, Writer};
 use readings::Reading;
 use serde_json::Value;
 
@@ -365,6 +365,12 @@ fn readings_in(body: &str) -> usize {
 
 /// Runs the writer's poller on the main queue until it is empty.
 async fn write_main_queue(q: &TestQueue, db: &TestDb) {
+    drain_with(q, Writer::new(db.store.clone())).await
+}
+
+/// Runs a poller with `writer` on the main queue until it is empty; no message may be
+/// reported failed (dead-lettered ones count as handled).
+async fn drain_with(q: &TestQueue, writer: Writer) {
     let poller = Poller::new(
         q.client.clone(),
         q.url().to_owned(),
@@ -375,7 +381,7 @@ async fn write_main_queue(q: &TestQueue, db: &TestDb) {
             visibility_timeout: Duration::from_secs(30),
             pollers: 1,
         },
-        Writer::new(db.store.clone()),
+        writer,
     );
     for _ in 0..50 {
         let round = poller.round().await.expect("poller round");
@@ -560,4 +566,65 @@ async fn the_dlq_is_found_from_the_redrive_policy_and_bad_import_lines_are_named
         (4, 0),
         "nothing imported from a bad file"
     );
+}
+
+#[tokio::test]
+async fn an_operator_failure_is_dead_lettered_then_replayed_once_fixed() {
+    let q = TestQueue::new().await;
+    let db = TestDb::new().await;
+    let writer = || {
+        Writer::new(db.store.clone()).with_dead_letter_queue(DeadLetterQueue {
+            client: q.client.clone(),
+            url: q.dlq_url.clone(),
+        })
+    };
+    let send = |body: String| {
+        let client = q.client.clone();
+        let url = q.url().to_owned();
+        async move {
+            client
+                .send_message()
+                .queue_url(url)
+                .message_body(body)
+                .send()
+                .await
+                .expect("send");
+        }
+    };
+    send(envelope("before", 3)).await;
+    drain_with(&q, writer()).await;
+    assert_eq!(db.count().await, 3);
+
+    // An operator's mistake: the table is gone.
+    let admin = db.client().await;
+    admin
+        .batch_execute("ALTER TABLE sensor_data RENAME TO sensor_data_away")
+        .await
+        .expect("rename");
+    send(envelope("during-1", 5)).await;
+    send(envelope("during-2", 2)).await;
+    drain_with(&q, writer()).await;
+
+    let stats = dlq_json(&q, &["stats"]).await;
+    assert_eq!(
+        stats["dead_letter_queue"]["by_class"],
+        serde_json::json!({"operator": 2}),
+        "{stats}"
+    );
+    let peek = dlq_json(&q, &["peek", "--reason", "sensor_data"]).await;
+    assert_eq!(peek.as_array().map(Vec::len), Some(2), "{peek}");
+    assert!(peek[0]["attributes"]["sqlstate"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("42")));
+
+    // Fixed: replay, and every reading lands once.
+    admin
+        .batch_execute("ALTER TABLE sensor_data_away RENAME TO sensor_data")
+        .await
+        .expect("rename back");
+    let replay = dlq_json(&q, &["replay", "--reason", "operator"]).await;
+    assert_eq!(replay["moved"], 2);
+    drain_with(&q, writer()).await;
+    assert_eq!(db.count().await, 3 + 5 + 2);
+    assert_eq!(depth(&q.client, &q.dlq_url).await, (0, 0));
 }

@@ -16,6 +16,10 @@ use crate::sqs::{self, Outgoing, MAX_BATCH_ENTRIES};
 use crate::ui::Ui;
 use crate::Queues;
 
+/// Messages per second a replay without --rate is assumed to reach at worst, to size the
+/// visibility timeout of the selected messages.
+const ASSUMED_RATE: f64 = 20.0;
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReplayOptions {
     pub max: Option<usize>,
@@ -70,15 +74,17 @@ pub(crate) async fn replay(
     let (moved, interrupted) = moved?;
     released?;
     if ui.json {
-        return ui.print_json(&json!({
+        ui.print_json(&json!({
             "dry_run": false, "moved": moved, "skipped": skipped, "interrupted": interrupted,
-        }));
+        }))?;
+    } else {
+        println!("moved {moved}, skipped {skipped} by filter");
     }
-    println!("moved {moved}, skipped {skipped} by filter");
     if interrupted {
-        println!(
-            "interrupted: {} selected messages were not moved; run the replay again",
-            selected.len() - moved
+        bail!(
+            "interrupted: {} of the {} selected messages were not moved; run the replay again",
+            selected.len() - moved,
+            selected.len()
         );
     }
     Ok(())
@@ -95,12 +101,13 @@ async fn move_to_main(
     main: &str,
     rate: Option<f64>,
 ) -> Result<(usize, bool)> {
-    if let Some(rate) = rate {
-        // Keep the selection hidden for as long as the paced move takes.
+    // Keep the selection hidden for as long as the move may take (paced by --rate, else
+    // assuming a slow endpoint), so no message shows up again on the DLQ half-way.
+    let expected = selected.len() as f64 / rate.unwrap_or(ASSUMED_RATE);
+    if expected > HOLD.as_secs_f64() / 2.0 {
         let ids: Vec<&str> = selected.iter().map(|m| m.message_id.as_str()).collect();
-        let needed = selected.len() as f64 / rate + HOLD.as_secs_f64();
         scanned
-            .extend(&ids, Duration::from_secs_f64(needed))
+            .extend(&ids, Duration::from_secs_f64(expected + HOLD.as_secs_f64()))
             .await?;
     }
     let stop = Arc::new(AtomicBool::new(false));

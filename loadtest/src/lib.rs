@@ -1,0 +1,145 @@
+//! A fleet simulator and open-model load generator for the ingest and query APIs. See
+//! `loadtest --help` and the README's "Load testing".
+
+pub mod cli;
+pub mod fleet;
+pub mod progress;
+pub mod report;
+pub mod runner;
+pub mod schedule;
+pub mod stats;
+pub mod svg;
+pub mod target;
+pub mod verify;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+
+use cli::Args;
+use fleet::Fleet;
+use report::{Plan, Summary};
+use schedule::Schedule;
+use stats::{lock, Stats};
+use target::Target;
+
+/// How a finished run went.
+pub enum Verdict {
+    Passed,
+    /// One line per breached threshold (or verify failure).
+    Breached(Vec<String>),
+}
+
+/// Runs the load test `args` describes, prints the summary and writes the files asked for.
+pub async fn run(args: Args) -> Result<Verdict> {
+    let run_id = fleet::new_run_id();
+    let fleet = Fleet::new(&run_id, args.sensors);
+    let target = Arc::new(Target::new(
+        &args.ingest_url,
+        args.query_url.as_deref(),
+        args.api_key.as_deref(),
+        args.timeout,
+        args.concurrency as usize,
+    )?);
+    target.preflight(args.query_ratio > 0.0).await?;
+
+    let started_at = Utc::now();
+    let monitor = match &args.verify {
+        Some(url) => Some(verify::Monitor::start(url, fleet.locations(), started_at).await?),
+        None => None,
+    };
+    let duration = args.duration();
+    let schedule = Schedule::new(
+        args.rate,
+        args.batch,
+        args.query_ratio,
+        duration,
+        args.readings,
+    );
+    let start = Instant::now();
+    let stats = Arc::new(Mutex::new(Stats::new(start)));
+    let progress = progress::Progress::start(
+        args.quiet,
+        duration,
+        args.readings,
+        args.rate,
+        stats.clone(),
+    );
+    let run = runner::run(
+        schedule,
+        fleet,
+        target.clone(),
+        args.concurrency,
+        stats.clone(),
+        start,
+    )
+    .await;
+    progress.finish();
+    let run = run?;
+
+    // Every request has finished: take the stats out of the shared lock.
+    let stats = std::mem::replace(&mut *lock(&stats), Stats::new(start));
+    let verification = match monitor {
+        Some(m) => {
+            if !args.quiet {
+                eprintln!(
+                    "verifying: waiting up to {} for {} readings in sensor_data",
+                    humantime::format_duration(args.verify_timeout),
+                    stats.readings_accepted
+                );
+            }
+            Some(
+                m.finish(
+                    stats.readings_accepted,
+                    &stats.accepted_sends,
+                    args.verify_timeout,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
+    let plan = Plan {
+        rate: args.rate,
+        batch: args.batch,
+        sensors: args.sensors,
+        concurrency: args.concurrency,
+        query_ratio: args.query_ratio,
+        duration_secs: duration.map(|d| d.as_secs_f64()),
+        readings: args.readings,
+    };
+    let urls = (
+        target.ingest_url.to_string(),
+        target.query_url.as_ref().map(|u| u.to_string()),
+    );
+    let mut summary = Summary::new(
+        &run_id,
+        plan,
+        urls,
+        started_at.to_rfc3339(),
+        &run,
+        &stats,
+        verification,
+    );
+    let breaches = summary.check(&args.thresholds);
+    print!("{}", summary.text());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&summary).context("encoding the JSON summary")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "loadtest {run_id}: {} readings/s target, batch {}",
+            args.rate, args.batch
+        );
+        svg::draw(path, &title, &summary.timeline)?;
+    }
+    Ok(if breaches.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Breached(breaches)
+    })
+}

@@ -1,0 +1,100 @@
+//! --svg: latency percentiles and throughput per second, one chart above the other.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+use crate::stats::Second;
+
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 700;
+
+/// Draws `timeline` to an SVG file at `path`; `title` heads the picture.
+pub fn draw(path: &Path, title: &str, timeline: &[Second]) -> Result<()> {
+    draw_inner(path, title, timeline).map_err(|e| anyhow!("writing {}: {e}", path.display()))
+}
+
+/// A line: its legend, its colour, and its value in a second.
+type Series = (&'static str, RGBColor, fn(&Second) -> f64);
+
+type Plot<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+fn draw_inner(
+    path: &Path,
+    title: &str,
+    timeline: &[Second],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 20))?;
+    let (top, bottom) = root.split_vertically(HEIGHT / 2 - 20);
+    let seconds = timeline.len().max(1) as f64;
+
+    let latency: [Series; 3] = [
+        ("p50", BLUE, |s| s.p50_ms),
+        ("p99", RGBColor(230, 120, 0), |s| s.p99_ms),
+        ("max", RED, |s| s.max_ms),
+    ];
+    chart(
+        &top,
+        "latency (ms, from the scheduled send time)",
+        seconds,
+        timeline,
+        &latency,
+    )?;
+    let throughput: [Series; 2] = [
+        ("accepted readings/s", RGBColor(0, 140, 60), |s| {
+            s.readings as f64
+        }),
+        ("requests/s", RGBColor(120, 120, 120), |s| s.requests as f64),
+    ];
+    chart(&bottom, "throughput", seconds, timeline, &throughput)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One chart: a line per series over the seconds of the run.
+fn chart(
+    area: &Plot,
+    caption: &str,
+    seconds: f64,
+    timeline: &[Second],
+    series: &[Series],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let top = timeline
+        .iter()
+        .flat_map(|s| series.iter().map(move |(_, _, f)| f(s)))
+        .fold(0.0_f64, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..seconds, 0.0..(top * 1.1).max(1.0))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (name, color, value) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                // Each second's value at its middle.
+                timeline.iter().map(|s| (s.second as f64 + 0.5, value(s))),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    Ok(())
+}

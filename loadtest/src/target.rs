@@ -1,0 +1,165 @@
+//! The APIs under load: one HTTP client, the two URLs and the API key.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+
+use crate::fleet::Reading;
+use crate::stats::Outcome;
+
+pub struct Target {
+    client: reqwest::Client,
+    pub ingest_url: reqwest::Url,
+    pub query_url: Option<reqwest::Url>,
+}
+
+impl Target {
+    pub fn new(
+        ingest_url: &str,
+        query_url: Option<&str>,
+        api_key: Option<&str>,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Result<Target> {
+        let ingest_url = parse_url("--ingest-url", ingest_url)?;
+        let query_url = query_url.map(|u| parse_url("--query-url", u)).transpose()?;
+        let mut headers = HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("--api-key must be printable ASCII")?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(concurrency)
+            .tcp_nodelay(true)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Target {
+            client,
+            ingest_url,
+            query_url,
+        })
+    }
+
+    /// One request to each URL the run uses, so an unreachable target fails with one clear
+    /// message before the load starts. Any HTTP answer will do (a POST endpoint answers a
+    /// GET with 405).
+    pub async fn preflight(&self, with_query: bool) -> Result<()> {
+        let mut urls = vec![("ingest API", &self.ingest_url)];
+        if with_query {
+            match &self.query_url {
+                Some(url) => urls.push(("query API", url)),
+                None => bail!("--query-ratio needs --query-url (or QUERY_URL)"),
+            }
+        }
+        for (name, url) in urls {
+            if let Err(e) = self.client.get(url.clone()).send().await {
+                bail!("cannot reach the {name} at {url}: {}", describe(&e));
+            }
+        }
+        Ok(())
+    }
+
+    /// POSTs readings: one JSON object for one reading (the tutorial's body), else an array.
+    pub async fn ingest(&self, readings: &[Reading]) -> Outcome {
+        let body = match readings {
+            [one] => serde_json::to_vec(one),
+            many => serde_json::to_vec(many),
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                return Outcome::Transport {
+                    kind: "encode",
+                    detail: e.to_string(),
+                }
+            }
+        };
+        let request = self
+            .client
+            .post(self.ingest_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        outcome(request).await
+    }
+
+    /// GETs the newest readings of one location.
+    pub async fn query(&self, location: &str) -> Outcome {
+        let Some(url) = &self.query_url else {
+            return Outcome::Transport {
+                kind: "no query url",
+                detail: "no --query-url".into(),
+            };
+        };
+        outcome(
+            self.client
+                .get(url.clone())
+                .query(&[("location", location)]),
+        )
+        .await
+    }
+}
+
+fn parse_url(flag: &str, url: &str) -> Result<reqwest::Url> {
+    let parsed =
+        reqwest::Url::parse(url).with_context(|| format!("{flag} `{url}` is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("{flag} `{url}` must be an http:// or https:// URL");
+    }
+    Ok(parsed)
+}
+
+/// Sends a request and reads the whole answer (so the connection can be reused).
+async fn outcome(request: reqwest::RequestBuilder) -> Outcome {
+    let result = async {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        response.bytes().await?;
+        Ok::<_, reqwest::Error>(status)
+    }
+    .await;
+    match result {
+        Ok(status) => Outcome::Status(status),
+        Err(e) => Outcome::Transport {
+            kind: kind(&e),
+            detail: describe(&e),
+        },
+    }
+}
+
+/// A short name for the kind of transport error.
+fn kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "other"
+    }
+}
+
+/// The error and its causes on one line, e.g. "error sending request: ...: Connection
+/// refused (os error 111)".
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

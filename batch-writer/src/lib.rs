@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
-use readings::config::{in_lambda, DbConfig, PollerConfig, QueueConfig, WriterConfig};
+use readings::config::{
+    in_lambda, DbConfig, LifecycleConfig, PollerConfig, QueueConfig, WriterConfig,
+};
 use readings::queue;
 use readings::store::Store;
 use readings::writer::{DeadLetterQueue, Writer};
@@ -20,7 +22,9 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 pub async fn writer_from_env() -> anyhow::Result<Writer> {
     let store = Store::new(&DbConfig::from_env()?)?;
     let config = WriterConfig::from_env()?;
-    let writer = Writer::new(store).with_retention(config.batch_record_retention);
+    let writer = Writer::new(store)
+        .with_retention(config.batch_record_retention)
+        .with_lifecycle(LifecycleConfig::from_env()?);
     Ok(match config.dlq_url {
         Some(url) => writer.with_dead_letter_queue(DeadLetterQueue {
             client: queue::client().await,

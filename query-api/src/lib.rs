@@ -1,20 +1,33 @@
-//! query-api: `GET /sensor`, a thin HTTP adapter over [`readings::query`] and the store.
+//! query-api: `GET /sensor`, `/sensor/latest` and `/sensor/stats`, thin HTTP adapters over
+//! [`readings::query`] and the store.
 
 use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use readings::config::{DbConfig, QueryConfig};
 use readings::http::{not_found, serve, ApiError};
-use readings::query::{parse_recent, ReadingOut};
-use readings::store::{Store, StoreError};
+use readings::query::{
+    parse_latest, parse_recent, parse_stats, Cursor, Format, ParamError, ReadingOut,
+};
+use readings::store::{BucketStats, StatsQuery, Store, StoreError};
+use serde::Serialize;
+
+/// The header that carries the cursor of the next page of `GET /sensor`.
+pub const NEXT_CURSOR: &str = "next-cursor";
 
 /// The query routes.
 pub fn router(store: Store) -> Router {
     Router::new()
         .route("/sensor", get(get_sensor).fallback(method_not_allowed))
+        .route(
+            "/sensor/latest",
+            get(get_latest).fallback(method_not_allowed),
+        )
+        .route("/sensor/stats", get(get_stats).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(store)
 }
@@ -22,24 +35,165 @@ pub fn router(store: Store) -> Router {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "use GET /sensor to read readings",
+        "the query routes answer GET only",
     )
+}
+
+fn bad_params(errors: Vec<ParamError>) -> ApiError {
+    ApiError::bad_request("invalid query parameters").with_details(errors)
 }
 
 async fn get_sensor(
     State(store): State<Store>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Vec<ReadingOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let q = parse_recent(query.as_deref())
-        .map_err(|errors| ApiError::bad_request("invalid query parameters").with_details(errors))?;
-    let rows = store.recent(&q).await.map_err(store_error)?;
+    let params = parse_recent(query.as_deref()).map_err(bad_params)?;
+    let rows = store.recent(&params.query).await.map_err(store_error)?;
+    // A full page may have more behind it: say where the next one starts.
+    let next = (rows.len() as i64 == params.query.limit)
+        .then(|| rows.last())
+        .flatten()
+        .map(|last| {
+            Cursor {
+                time: last.time,
+                location: last.location.clone(),
+            }
+            .encode()
+        });
+    log("/sensor", rows.len(), started);
+    let out: Vec<ReadingOut> = rows.into_iter().map(ReadingOut::from).collect();
+    let mut response = respond(params.format, &out, &READING_FIELDS, readings_csv);
+    if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(NEXT_CURSOR, cursor);
+    }
+    Ok(response)
+}
+
+async fn get_latest(
+    State(store): State<Store>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let params = parse_latest(query.as_deref()).map_err(bad_params)?;
+    let rows = store
+        .latest(params.locations.as_deref())
+        .await
+        .map_err(store_error)?;
+    log("/sensor/latest", rows.len(), started);
+    let out: Vec<ReadingOut> = rows.into_iter().map(ReadingOut::from).collect();
+    Ok(respond(params.format, &out, &READING_FIELDS, readings_csv))
+}
+
+/// One bucket of `/sensor/stats`: `bucket` is the bucket's start in epoch seconds.
+#[derive(Debug, Serialize)]
+struct BucketOut {
+    bucket: i64,
+    count: i64,
+    avg: f64,
+    min: f64,
+    max: f64,
+}
+
+impl From<BucketStats> for BucketOut {
+    fn from(b: BucketStats) -> Self {
+        BucketOut {
+            bucket: b.bucket.timestamp(),
+            count: b.count,
+            avg: b.avg,
+            min: b.min,
+            max: b.max,
+        }
+    }
+}
+
+async fn get_stats(
+    State(store): State<Store>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = parse_stats(query.as_deref(), chrono::Utc::now()).map_err(bad_params)?;
+    let rows = store
+        .stats(&StatsQuery {
+            bucket_secs: p.bucket.seconds(),
+            since: p.since,
+            until: p.until,
+            location: p.location,
+        })
+        .await
+        .map_err(store_error)?;
+    log("/sensor/stats", rows.len(), started);
+    let out: Vec<BucketOut> = rows.into_iter().map(BucketOut::from).collect();
+    Ok(respond(
+        p.format,
+        &out,
+        &BUCKET_FIELDS,
+        |w, b: &BucketOut| {
+            w.write_record([
+                b.bucket.to_string(),
+                b.count.to_string(),
+                b.avg.to_string(),
+                b.min.to_string(),
+                b.max.to_string(),
+            ])
+        },
+    ))
+}
+
+const READING_FIELDS: [&str; 3] = ["time", "location", "temperature"];
+const BUCKET_FIELDS: [&str; 5] = ["bucket", "count", "avg", "min", "max"];
+
+fn readings_csv(w: &mut csv::Writer<Vec<u8>>, r: &ReadingOut) -> csv::Result<()> {
+    w.write_record([
+        r.time.to_string(),
+        r.location.clone(),
+        r.temperature.to_string(),
+    ])
+}
+
+/// JSON, or CSV with a header row named after the JSON fields.
+fn respond<T: Serialize>(
+    format: Format,
+    rows: &[T],
+    header: &[&str],
+    record: impl Fn(&mut csv::Writer<Vec<u8>>, &T) -> csv::Result<()>,
+) -> Response {
+    match format {
+        Format::Json => Json(rows).into_response(),
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let written = w
+                .write_record(header)
+                .and_then(|_| rows.iter().try_for_each(|r| record(&mut w, r)));
+            match written
+                .map_err(|e| e.to_string())
+                .and_then(|_| w.into_inner().map_err(|e| e.to_string()))
+            {
+                Ok(bytes) => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/csv; charset=utf-8"),
+                    );
+                    (headers, bytes).into_response()
+                }
+                Err(e) => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("CSV encoding failed: {e}"),
+                )
+                .into_response(),
+            }
+        }
+    }
+}
+
+fn log(route: &'static str, rows: usize, started: Instant) {
     tracing::info!(
-        rows = rows.len(),
+        route,
+        rows,
         duration_ms = started.elapsed().as_millis() as u64,
         "query answered"
     );
-    Ok(Json(rows.into_iter().map(ReadingOut::from).collect()))
 }
 
 fn store_error(e: StoreError) -> ApiError {

@@ -126,3 +126,221 @@ async fn sql_in_parameters_is_only_data() {
     assert_eq!((status, body), (200, json!([])));
     assert_eq!(db.count().await, 40);
 }
+
+#[tokio::test]
+async fn cursor_pages_walk_back_through_ties_without_gaps_or_repeats() {
+    let db = TestDb::new().await;
+    // 30 readings at 10 distinct times: three locations share each time.
+    let rows: Vec<(i64, String, f64)> = (0..30)
+        .map(|i| {
+            (
+                (BASE + i / 3) * 1_000_000,
+                format!("loc-{}", i % 3),
+                i as f64,
+            )
+        })
+        .collect();
+    let refs: Vec<(i64, &str, f64)> = rows.iter().map(|(t, l, v)| (*t, l.as_str(), *v)).collect();
+    db.insert(&refs).await;
+    let app = query_api::router(db.store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
+    tokio::spawn(readings::http::serve_on(app, listener));
+
+    let client = reqwest::Client::new();
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = vec![("limit", "4".to_owned())];
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let r = client.get(&url).query(&q).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        cursor = r
+            .headers()
+            .get(query_api::NEXT_CURSOR)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Value = r.json().await.unwrap();
+        for row in page.as_array().unwrap() {
+            seen.push((
+                row["time"].as_i64().unwrap(),
+                row["location"].as_str().unwrap().to_owned(),
+            ));
+        }
+        pages += 1;
+        if cursor.is_none() {
+            break;
+        }
+        assert!(pages < 20, "pagination does not end");
+    }
+    let mut want: Vec<(i64, String)> = rows
+        .iter()
+        .map(|(t, l, _)| (t / 1_000_000, l.clone()))
+        .collect();
+    want.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, want, "every reading once, newest first");
+    assert_eq!(pages, 8, "7 full pages of 4, then a short one");
+}
+
+#[tokio::test]
+async fn latest_gives_each_locations_newest_reading() {
+    let (_db, url) = setup().await;
+    let latest = url.replace("/sensor", "/sensor/latest");
+    let (status, body) = get(&latest, &[]).await;
+    assert_eq!(status, 200);
+    // attic: every 4th offset (newest 36); cellar: the others (newest 39).
+    assert_eq!(
+        body,
+        json!([
+            {"time": BASE + 36, "location": "attic", "temperature": 36.5},
+            {"time": BASE + 39, "location": "cellar", "temperature": 39.5}
+        ])
+    );
+    let (_, body) = get(&latest, &[("location", "cellar,nowhere".into())]).await;
+    assert_eq!(
+        body,
+        json!([{"time": BASE + 39, "location": "cellar", "temperature": 39.5}])
+    );
+    let (status, body) = get(&latest, &[("location", ",".into())]).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn stats_match_values_computed_here() {
+    let db = TestDb::new().await;
+    // Two days of readings every 10 minutes for two locations, from a day boundary.
+    let day0 = 1_709_942_400; // 2024-03-09T00:00:00Z
+    let mut rows = Vec::new();
+    for i in 0..288i64 {
+        let t = day0 + i * 600;
+        rows.push((t, "north", (i % 17) as f64 - 3.25));
+        rows.push((t, "south", (i % 5) as f64 * 1.5));
+    }
+    let seed: Vec<(i64, &str, f64)> = rows
+        .iter()
+        .map(|(t, l, v)| (t * 1_000_000, *l, *v))
+        .collect();
+    db.insert(&seed).await;
+    let app = query_api::router(db.store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sensor/stats", listener.local_addr().unwrap());
+    tokio::spawn(readings::http::serve_on(app, listener));
+
+    let expect = |bucket: i64, since: i64, until: i64, loc: Option<&str>| -> Vec<Value> {
+        let mut groups: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+        for (t, l, v) in &rows {
+            if *t >= since && *t < until && loc.is_none_or(|x| x == *l) {
+                groups
+                    .entry(t - (t - 946_857_600).rem_euclid(bucket))
+                    .or_default()
+                    .push(*v);
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(b, vs)| {
+                let n = vs.len() as f64;
+                json!({
+                    "bucket": b,
+                    "count": vs.len(),
+                    "avg": vs.iter().sum::<f64>() / n,
+                    "min": vs.iter().cloned().fold(f64::INFINITY, f64::min),
+                    "max": vs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                })
+            })
+            .collect()
+    };
+    let close = |got: &Value, want: &[Value]| {
+        let got = got.as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            for k in ["bucket", "count"] {
+                assert_eq!(g[k], w[k], "{g} vs {w}");
+            }
+            for k in ["avg", "min", "max"] {
+                let (a, b) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+                assert!((a - b).abs() < 1e-9, "{k}: {g} vs {w}");
+            }
+        }
+    };
+    let until = day0 + 2 * 86_400;
+    for (bucket, secs, since) in [
+        ("5m", 300, until - 86_400),
+        ("1h", 3600, day0),
+        ("1d", 86_400, day0),
+    ] {
+        for loc in [None, Some("north")] {
+            let mut q = vec![
+                ("bucket", bucket.to_owned()),
+                ("since", since.to_string()),
+                ("until", until.to_string()),
+            ];
+            if let Some(l) = loc {
+                q.push(("location", l.to_owned()));
+            }
+            let (status, body) = get(&url, &q).await;
+            assert_eq!(status, 200, "{body}");
+            close(&body, &expect(secs, since, until, loc));
+        }
+    }
+    // More than 1000 buckets is refused.
+    let four_days_ago = (until - 4 * 86_400).to_string();
+    let (status, body) = get(
+        &url,
+        &[
+            ("bucket", "5m".into()),
+            ("since", four_days_ago),
+            ("until", until.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["details"][0]["parameter"], "bucket");
+}
+
+#[tokio::test]
+async fn csv_on_every_route() {
+    let (_db, url) = setup().await;
+    for (path, query, header, rows) in [
+        (
+            "/sensor",
+            "limit=2&format=csv",
+            "time,location,temperature",
+            2,
+        ),
+        (
+            "/sensor/latest",
+            "format=csv",
+            "time,location,temperature",
+            2,
+        ),
+        (
+            "/sensor/stats",
+            "bucket=1h&since=1699990000&until=1700010000&format=csv",
+            "bucket,count,avg,min,max",
+            1,
+        ),
+    ] {
+        let r = reqwest::get(format!("{}{path}?{query}", url.trim_end_matches("/sensor")))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        let text = r.text().await.unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], header, "{path}");
+        assert_eq!(lines.len(), rows + 1, "{path}: {text}");
+    }
+    let r = reqwest::get(format!("{url}?limit=1&format=csv"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("time,location,temperature\n{},cellar,39.5\n", BASE + 39)
+    );
+}

@@ -258,3 +258,54 @@ impl WriterConfig {
         })
     }
 }
+
+/// How long data lives and how it is stored over time. Applied by the batch-writer's
+/// schema setup; a change is applied on its next cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// `CHUNK_INTERVAL_HOURS` (TimescaleDB): the time span of one chunk.
+    pub chunk_interval_hours: u32,
+    /// `COMPRESS_AFTER_DAYS` (TimescaleDB): compress chunks older than this; 0 turns it off.
+    pub compress_after_days: u32,
+    /// `RETENTION_DAYS`: drop readings older than this; 0 keeps everything.
+    pub retention_days: u32,
+    /// `HOURLY_AGGREGATE` (TimescaleDB): keep the `sensor_data_hourly` continuous aggregate.
+    pub hourly_aggregate: bool,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            chunk_interval_hours: 24,
+            compress_after_days: 7,
+            retention_days: 0,
+            hourly_aggregate: true,
+        }
+    }
+}
+
+impl LifecycleConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = LifecycleConfig::default();
+        Ok(LifecycleConfig {
+            chunk_interval_hours: positive(
+                "CHUNK_INTERVAL_HOURS",
+                env_or("CHUNK_INTERVAL_HOURS", d.chunk_interval_hours)?,
+            )?,
+            compress_after_days: env_or("COMPRESS_AFTER_DAYS", d.compress_after_days)?,
+            retention_days: env_or("RETENTION_DAYS", d.retention_days)?,
+            hourly_aggregate: env_or("HOURLY_AGGREGATE", d.hourly_aggregate)?,
+        })
+    }
+
+    /// A stable text form, recorded with the schema to notice changes.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "chunk={}h compress={}d retention={}d hourly={}",
+            self.chunk_interval_hours,
+            self.compress_after_days,
+            self.retention_days,
+            self.hourly_aggregate
+        )
+    }
+}

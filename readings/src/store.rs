@@ -13,7 +13,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
-use crate::config::DbConfig;
+use crate::config::{DbConfig, LifecycleConfig};
 use crate::envelope::{BatchPart, EnvelopeError};
 use crate::reading::Reading;
 
@@ -111,7 +111,7 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
 }
 
 /// Bumped whenever `ensure_schema` creates something new.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// The table kind recorded by a setup of the current version, if there was one.
 async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<TableKind>, StoreError> {
@@ -162,6 +162,8 @@ pub struct RecentQuery {
     pub since: Option<DateTime<Utc>>,
     /// Exclusive upper bound.
     pub until: Option<DateTime<Utc>>,
+    /// Only rows after this one in (time, location) descending order: the next page.
+    pub after: Option<crate::query::Cursor>,
     pub limit: i64,
 }
 
@@ -171,6 +173,7 @@ impl Default for RecentQuery {
             location: None,
             since: None,
             until: None,
+            after: None,
             limit: 5,
         }
     }
@@ -181,7 +184,12 @@ impl Default for RecentQuery {
 pub struct Store {
     pool: Pool,
     schema: Arc<OnceCell<TableKind>>,
+    /// Locations known to be in `sensor_locations`, so writes skip registering them.
+    known_locations: Arc<std::sync::Mutex<HashSet<String>>>,
 }
+
+/// Bound on [`Store`]'s cache of registered locations; past it the cache starts over.
+const MAX_KNOWN_LOCATIONS: usize = 100_000;
 
 impl Store {
     /// Builds the pool. Connections are opened lazily, on first use.
@@ -213,6 +221,7 @@ impl Store {
         Ok(Store {
             pool,
             schema: Arc::new(OnceCell::new()),
+            known_locations: Arc::default(),
         })
     }
 
@@ -301,7 +310,11 @@ impl Store {
                  created_at TIMESTAMPTZ NOT NULL DEFAULT now()
              );
              CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx
-                 ON idempotency_keys (created_at);",
+                 ON idempotency_keys (created_at);
+             CREATE TABLE IF NOT EXISTS sensor_locations (
+                 location   TEXT        PRIMARY KEY,
+                 first_seen TIMESTAMPTZ NOT NULL DEFAULT now()
+             );",
         )
         .await
         .ctx("creating tables")?;
@@ -323,12 +336,29 @@ impl Store {
         )
         .await
         .ctx("creating indexes")?;
+        // Locations of readings written before the registry existed: a loose index scan.
+        tx.batch_execute(
+            "INSERT INTO sensor_locations (location)
+             WITH RECURSIVE l(location) AS (
+                 (SELECT location FROM sensor_data ORDER BY location LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT d.location FROM sensor_data d WHERE d.location > l.location
+                         ORDER BY d.location LIMIT 1)
+                 FROM l WHERE l.location IS NOT NULL
+             )
+             SELECT location FROM l WHERE location IS NOT NULL
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+        .ctx("registering existing locations")?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS pipeline_schema (
                  version    INTEGER     NOT NULL,
                  table_kind TEXT        NOT NULL,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                 lifecycle  TEXT
              );
+             ALTER TABLE pipeline_schema ADD COLUMN IF NOT EXISTS lifecycle TEXT;
              DELETE FROM pipeline_schema;",
         )
         .await
@@ -396,8 +426,144 @@ impl Store {
             }
         }
         report.rows = writer.finish().await.ctx("finishing COPY")?;
+
+        // Register locations this process has not seen written yet (for /sensor/latest).
+        let fresh: Vec<&str> = {
+            let known = self
+                .known_locations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut fresh: Vec<&str> = parts
+                .iter()
+                .filter(|p| new.contains(&(p.id.clone(), p.part as i32)))
+                .flat_map(|p| p.readings.iter().map(|r| r.1.as_str()))
+                .filter(|l| !known.contains(*l))
+                .collect();
+            fresh.sort_unstable();
+            fresh.dedup();
+            fresh
+        };
+        if !fresh.is_empty() {
+            tx.execute(
+                "INSERT INTO sensor_locations (location) SELECT unnest($1::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&fresh],
+            )
+            .await
+            .ctx("registering locations")?;
+        }
         tx.commit().await.ctx("committing the write")?;
+        let mut known = self
+            .known_locations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.len() + fresh.len() > MAX_KNOWN_LOCATIONS {
+            known.clear();
+        }
+        known.extend(fresh.into_iter().map(str::to_owned));
         Ok(report)
+    }
+
+    /// Applies data-lifecycle settings when they differ from the ones recorded: on a
+    /// hypertable the chunk interval, compression (segment by location, order by time
+    /// desc) and retention policies and the hourly continuous aggregate; on a plain table
+    /// only the record, as retention there is the writer's scheduled delete
+    /// ([`Store::delete_expired`]). Returns whether anything was applied.
+    pub async fn apply_lifecycle(&self, cfg: &LifecycleConfig) -> Result<bool, StoreError> {
+        let kind = self.ready().await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await.ctx("starting lifecycle setup")?;
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .ctx("starting lifecycle setup")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .ctx("taking the schema lock")?;
+        let fingerprint = cfg.fingerprint();
+        let recorded: Option<String> = tx
+            .query_opt("SELECT lifecycle FROM pipeline_schema", &[])
+            .await
+            .ctx("reading lifecycle settings")?
+            .and_then(|r| r.get(0));
+        if recorded.as_deref() == Some(fingerprint.as_str()) {
+            return Ok(false);
+        }
+        if kind == TableKind::Hypertable {
+            let mut sql = format!(
+                "SELECT set_chunk_time_interval('sensor_data', INTERVAL '{} hours');",
+                cfg.chunk_interval_hours
+            );
+            sql.push_str("SELECT remove_compression_policy('sensor_data', if_exists => TRUE);");
+            if cfg.compress_after_days > 0 {
+                sql.push_str(&format!(
+                    "ALTER TABLE sensor_data SET (timescaledb.compress,
+                         timescaledb.compress_segmentby = 'location',
+                         timescaledb.compress_orderby = 'time DESC');
+                     SELECT add_compression_policy('sensor_data', INTERVAL '{} days');",
+                    cfg.compress_after_days
+                ));
+            }
+            sql.push_str("SELECT remove_retention_policy('sensor_data', if_exists => TRUE);");
+            if cfg.retention_days > 0 {
+                sql.push_str(&format!(
+                    "SELECT add_retention_policy('sensor_data', INTERVAL '{} days');",
+                    cfg.retention_days
+                ));
+            }
+            if cfg.hourly_aggregate {
+                sql.push_str(
+                    "CREATE MATERIALIZED VIEW IF NOT EXISTS sensor_data_hourly
+                     WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+                     SELECT time_bucket(INTERVAL '1 hour', time) AS bucket, location,
+                            count(*) AS readings, sum(temperature) AS total,
+                            min(temperature) AS min_temperature,
+                            max(temperature) AS max_temperature
+                     FROM sensor_data GROUP BY bucket, location
+                     WITH NO DATA;
+                     SELECT add_continuous_aggregate_policy('sensor_data_hourly',
+                         start_offset => INTERVAL '3 days', end_offset => INTERVAL '1 hour',
+                         schedule_interval => INTERVAL '30 minutes', if_not_exists => TRUE);",
+                );
+            } else {
+                sql.push_str("DROP MATERIALIZED VIEW IF EXISTS sensor_data_hourly;");
+            }
+            tx.batch_execute(&sql)
+                .await
+                .ctx("applying TimescaleDB lifecycle settings")?;
+        }
+        tx.execute("UPDATE pipeline_schema SET lifecycle = $1", &[&fingerprint])
+            .await
+            .ctx("recording lifecycle settings")?;
+        tx.commit().await.ctx("committing lifecycle settings")?;
+        tracing::info!(settings = %fingerprint, table = ?kind, "lifecycle settings applied");
+        Ok(true)
+    }
+
+    /// Plain-table retention: deletes readings older than `retention_days`, a few thousand
+    /// rows per statement so writes never wait long. A no-op on a hypertable (its retention
+    /// policy drops whole chunks) or with retention off. Returns the rows deleted.
+    pub async fn delete_expired(&self, cfg: &LifecycleConfig) -> Result<u64, StoreError> {
+        if cfg.retention_days == 0 || self.ready().await? == TableKind::Hypertable {
+            return Ok(0);
+        }
+        let client = self.pool.get().await?;
+        let cutoff = Utc::now() - chrono::TimeDelta::days(i64::from(cfg.retention_days));
+        let mut total = 0;
+        loop {
+            let n = client
+                .execute(
+                    "DELETE FROM sensor_data WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM sensor_data WHERE time < $1
+                         LIMIT 5000 FOR UPDATE SKIP LOCKED))",
+                    &[&cutoff],
+                )
+                .await
+                .ctx("deleting expired readings")?;
+            total += n;
+            if n < 5000 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Claims the batch id of an `Idempotency-Key` for a body (by its hash). A later claim
@@ -474,6 +640,100 @@ impl Store {
         Ok(total)
     }
 
+    /// The newest reading of every location (or of the given ones), by location. Driven by
+    /// `sensor_locations` and one `(location, time DESC)` index probe per location, so it
+    /// never scans the table.
+    pub async fn latest(&self, locations: Option<&[String]>) -> Result<Vec<Reading>, StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        let probe = "CROSS JOIN LATERAL (
+                         SELECT time, temperature FROM sensor_data d
+                         WHERE d.location = l.location ORDER BY time DESC LIMIT 1) r
+                     ORDER BY l.location";
+        let rows = match locations {
+            Some(list) => {
+                let sql = format!(
+                    "SELECT r.time, l.location, r.temperature
+                     FROM (SELECT DISTINCT unnest($1::text[]) AS location) l {probe}"
+                );
+                let stmt = client.prepare_cached(&sql).await.ctx("preparing latest")?;
+                client.query(&stmt, &[&list]).await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT r.time, l.location, r.temperature FROM sensor_locations l {probe}"
+                );
+                let stmt = client.prepare_cached(&sql).await.ctx("preparing latest")?;
+                client.query(&stmt, &[]).await
+            }
+        }
+        .ctx("reading the latest readings")?;
+        Ok(rows.into_iter().map(reading_from_row).collect())
+    }
+
+    /// Per-bucket count/avg/min/max over `[since, until)`, for one location or all. Buckets
+    /// are aligned as TimescaleDB's `time_bucket` aligns them (origin 2000-01-03 UTC), with
+    /// `time_bucket` on a hypertable and `date_bin` on plain PostgreSQL; hourly and daily
+    /// buckets come from the `sensor_data_hourly` continuous aggregate when it exists.
+    pub async fn stats(&self, q: &StatsQuery) -> Result<Vec<BucketStats>, StoreError> {
+        let kind = self.ready().await?;
+        let client = self.pool.get().await?;
+        let use_cagg = kind == TableKind::Hypertable
+            && q.bucket_secs >= 3600
+            && has_hourly_aggregate(&client).await?;
+        let bucket_expr = |col: &str| match kind {
+            TableKind::Hypertable => format!("time_bucket($1::interval, {col})"),
+            TableKind::Plain => {
+                format!("date_bin($1::interval, {col}, TIMESTAMPTZ '2000-01-03 00:00:00+00')")
+            }
+        };
+        let location_clause = if q.location.is_some() {
+            "AND location = $4"
+        } else {
+            "AND ($4::text IS NULL)"
+        };
+        let sql = if use_cagg {
+            format!(
+                "SELECT {b} AS bucket, sum(readings)::int8, sum(total) / sum(readings),
+                        min(min_temperature), max(max_temperature)
+                 FROM sensor_data_hourly
+                 WHERE bucket >= $2 AND bucket < $3 {location_clause}
+                 GROUP BY 1 ORDER BY 1",
+                b = bucket_expr("bucket")
+            )
+        } else {
+            format!(
+                "SELECT {b} AS bucket, count(*), avg(temperature), min(temperature), max(temperature)
+                 FROM sensor_data
+                 WHERE time >= $2 AND time < $3 {location_clause}
+                 GROUP BY 1 ORDER BY 1",
+                b = bucket_expr("time")
+            )
+        };
+        let interval = format!("{} seconds", q.bucket_secs);
+        let stmt = client
+            .prepare_typed_cached(
+                &sql,
+                &[Type::TEXT, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::TEXT],
+            )
+            .await
+            .ctx("preparing stats")?;
+        let rows = client
+            .query(&stmt, &[&interval, &q.since, &q.until, &q.location])
+            .await
+            .ctx("computing stats")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| BucketStats {
+                bucket: r.get(0),
+                count: r.get(1),
+                avg: r.get(2),
+                min: r.get(3),
+                max: r.get(4),
+            })
+            .collect())
+    }
+
     /// The newest readings, newest first.
     pub async fn recent(&self, q: &RecentQuery) -> Result<Vec<Reading>, StoreError> {
         self.ready().await?;
@@ -492,12 +752,23 @@ impl Store {
             params.push(u);
             clauses.push(format!("time < ${}", params.len()));
         }
+        if let Some(c) = &q.after {
+            params.push(&c.time);
+            params.push(&c.location);
+            let n = params.len();
+            // The first clause lets the time index bound the scan; the second is exact.
+            clauses.push(format!("time <= ${}", n - 1));
+            clauses.push(format!("(time, location) < (${}, ${n})", n - 1));
+        }
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
         params.push(&q.limit);
-        sql.push_str(&format!(" ORDER BY time DESC LIMIT ${}", params.len()));
+        sql.push_str(&format!(
+            " ORDER BY time DESC, location DESC LIMIT ${}",
+            params.len()
+        ));
 
         let client = self.pool.get().await?;
         let stmt = client
@@ -508,13 +779,41 @@ impl Store {
             .query(&stmt, &params)
             .await
             .ctx("reading recent readings")?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Reading {
-                time: row.get(0),
-                location: row.get(1),
-                temperature: row.get(2),
-            })
-            .collect())
+        Ok(rows.into_iter().map(reading_from_row).collect())
     }
+}
+
+fn reading_from_row(row: tokio_postgres::Row) -> Reading {
+    Reading {
+        time: row.get(0),
+        location: row.get(1),
+        temperature: row.get(2),
+    }
+}
+
+async fn has_hourly_aggregate(client: &tokio_postgres::Client) -> Result<bool, StoreError> {
+    Ok(client
+        .query_one("SELECT to_regclass('sensor_data_hourly') IS NOT NULL", &[])
+        .await
+        .ctx("looking for the hourly aggregate")?
+        .get(0))
+}
+
+/// A `/sensor/stats` question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsQuery {
+    pub bucket_secs: i64,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub location: Option<String>,
+}
+
+/// One bucket's aggregates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketStats {
+    pub bucket: DateTime<Utc>,
+    pub count: i64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
 }

@@ -20,6 +20,7 @@ use aws_sdk_sqs::Client;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 
+use crate::config::LifecycleConfig;
 use crate::deadletter::{self, DeadLetter, Failure, FailureClass};
 use crate::envelope::{self, BatchPart, EnvelopeError};
 use crate::reading::check_location;
@@ -41,6 +42,7 @@ pub struct Writer {
     store: Store,
     dlq: Option<DeadLetterQueue>,
     retention: Duration,
+    lifecycle: LifecycleConfig,
     last_prune: Arc<AtomicI64>,
 }
 
@@ -68,6 +70,7 @@ impl Writer {
             store,
             dlq: None,
             retention: Duration::from_secs(21 * 86_400),
+            lifecycle: LifecycleConfig::default(),
             last_prune: Arc::new(AtomicI64::new(0)),
         }
     }
@@ -80,6 +83,12 @@ impl Writer {
     /// How long batch records are kept (see `BATCH_RECORD_RETENTION_DAYS`).
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Data-lifecycle settings, applied by the maintenance that follows the first batch.
+    pub fn with_lifecycle(mut self, lifecycle: LifecycleConfig) -> Self {
+        self.lifecycle = lifecycle;
         self
     }
 
@@ -127,7 +136,7 @@ impl Writer {
             duration_ms = started.elapsed().as_millis() as u64,
             "batch handled"
         );
-        self.maybe_prune();
+        self.maybe_maintain();
 
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = tally
@@ -228,8 +237,10 @@ impl Writer {
         }
     }
 
-    /// Prunes old batch records in the background, at most once an hour per process.
-    fn maybe_prune(&self) {
+    /// In the background, at most once an hour per process (and after the first batch):
+    /// applies changed lifecycle settings, prunes old batch records and, on a plain table,
+    /// deletes readings past their retention.
+    fn maybe_maintain(&self) {
         let now = Utc::now().timestamp();
         let last = self.last_prune.load(Ordering::Relaxed);
         if now - last < PRUNE_EVERY_SECS
@@ -242,10 +253,19 @@ impl Writer {
         }
         let store = self.store.clone();
         let retention = self.retention;
+        let lifecycle = self.lifecycle.clone();
         tokio::spawn(async move {
+            if let Err(e) = store.apply_lifecycle(&lifecycle).await {
+                tracing::warn!(error = %e, "applying lifecycle settings failed");
+            }
             match store.prune(retention).await {
                 Ok(n) => tracing::info!(rows = n, "pruned old batch records"),
                 Err(e) => tracing::warn!(error = %e, "pruning batch records failed"),
+            }
+            match store.delete_expired(&lifecycle).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "deleted readings past their retention"),
+                Err(e) => tracing::warn!(error = %e, "deleting expired readings failed"),
             }
         });
     }

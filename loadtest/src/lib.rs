@@ -135,7 +135,7 @@ pub async fn run(args: Args) -> Result<Verdict> {
             "loadtest {run_id}: {} readings/s target, batch {}",
             args.rate, args.batch
         );
-        svg::draw(path, &title, &summary.timeline)?;
+        svg::draw(path, &title, args.rate, &summary.timeline)?;
     }
     Ok(if breaches.is_empty() {
         Verdict::Passed

@@ -278,11 +278,11 @@ impl Summary {
             );
             let _ = writeln!(
                 out,
-                "  lag         p50 {}  p99 {}  max {} (ingest to queryable, ±{} ms)",
+                "  lag         p50 {}  p99 {}  max {} (ingest to queryable, polled every {} ms)",
                 show_ms(v.lag_ms.p50),
                 show_ms(v.lag_ms.p99),
                 show_ms(v.lag_ms.max),
-                250
+                crate::verify::POLL_EVERY.as_millis()
             );
         }
         for c in &self.thresholds {

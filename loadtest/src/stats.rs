@@ -45,6 +45,8 @@ pub struct Completion {
 #[derive(Debug, Clone, Serialize)]
 pub struct Second {
     pub second: u64,
+    /// How much of the second the run covered: 1 but for the last.
+    pub length: f64,
     pub requests: u64,
     /// Readings accepted (2xx) in this second.
     pub readings: u64,
@@ -160,16 +162,20 @@ impl Stats {
         while self.current.index < index {
             let next = Current::new(self.current.index + 1);
             let done = std::mem::replace(&mut self.current, next);
-            self.timeline.push(done.close());
+            self.timeline.push(done.close(1.0));
         }
     }
 
     /// Closes the timeline up to `now` (the end of the run).
     pub fn finish(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.start);
+        self.roll_to(elapsed.as_secs());
         // The last, partial second counts when anything happened in it.
-        let end = elapsed.as_secs() + u64::from(self.current.requests > 0);
-        self.roll_to(end.max(self.current.index));
+        if self.current.requests > 0 {
+            let length = elapsed.as_secs_f64() - self.current.index as f64;
+            let last = std::mem::replace(&mut self.current, Current::new(u64::MAX));
+            self.timeline.push(last.close(length.clamp(0.0, 1.0)));
+        }
     }
 
     /// Non-2xx answers plus requests without an answer.
@@ -194,7 +200,7 @@ impl Current {
         }
     }
 
-    fn close(self) -> Second {
+    fn close(self, length: f64) -> Second {
         let (p50, p99, max) = if self.latency.is_empty() {
             (0, 0, 0)
         } else {
@@ -206,6 +212,7 @@ impl Current {
         };
         Second {
             second: self.index,
+            length,
             requests: self.requests,
             readings: self.readings,
             errors: self.errors,

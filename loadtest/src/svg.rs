@@ -11,8 +11,9 @@ const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 700;
 
 /// Draws `timeline` to an SVG file at `path`; `title` heads the picture.
-pub fn draw(path: &Path, title: &str, timeline: &[Second]) -> Result<()> {
-    draw_inner(path, title, timeline).map_err(|e| anyhow!("writing {}: {e}", path.display()))
+pub fn draw(path: &Path, title: &str, target_rate: f64, timeline: &[Second]) -> Result<()> {
+    draw_inner(path, title, target_rate, timeline)
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))
 }
 
 /// A line: its legend, its colour, and its value in a second.
@@ -23,25 +24,34 @@ type Plot<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 fn draw_inner(
     path: &Path,
     title: &str,
+    target_rate: f64,
     timeline: &[Second],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2 - 20);
+    // A last second that the run barely entered holds a few stragglers: its rates would
+    // plunge to near zero, so it is left out of the picture (not out of the totals).
+    let timeline = match timeline.split_last() {
+        Some((last, rest)) if last.length < 0.5 => rest,
+        _ => timeline,
+    };
     let seconds = timeline.len().max(1) as f64;
 
+    // Drawn in this order, so p99 stays visible where it equals the maximum.
     let latency: [Series; 3] = [
-        ("p50", BLUE, |s| s.p50_ms),
-        ("p99", RGBColor(230, 120, 0), |s| s.p99_ms),
         ("max", RED, |s| s.max_ms),
+        ("p99", RGBColor(230, 120, 0), |s| s.p99_ms),
+        ("p50", BLUE, |s| s.p50_ms),
     ];
     chart(
         &top,
-        "latency (ms, from the scheduled send time)",
+        "latency per second (ms, from the scheduled send time)",
         seconds,
         timeline,
         &latency,
+        None,
     )?;
     let throughput: [Series; 2] = [
         ("accepted readings/s", RGBColor(0, 140, 60), |s| {
@@ -49,7 +59,14 @@ fn draw_inner(
         }),
         ("requests/s", RGBColor(120, 120, 120), |s| s.requests as f64),
     ];
-    chart(&bottom, "throughput", seconds, timeline, &throughput)?;
+    chart(
+        &bottom,
+        "throughput per second",
+        seconds,
+        timeline,
+        &throughput,
+        Some(("target readings/s", target_rate)),
+    )?;
     root.present()?;
     Ok(())
 }
@@ -61,10 +78,12 @@ fn chart(
     seconds: f64,
     timeline: &[Second],
     series: &[Series],
+    reference: Option<(&str, f64)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let top = timeline
         .iter()
         .flat_map(|s| series.iter().map(move |(_, _, f)| f(s)))
+        .chain(reference.map(|(_, v)| v))
         .fold(0.0_f64, f64::max);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 16))
@@ -77,6 +96,13 @@ fn chart(
         .x_desc("seconds")
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
+    if let Some((name, value)) = reference {
+        let color = RGBColor(0, 140, 60).mix(0.35);
+        chart
+            .draw_series(LineSeries::new([(0.0, value), (seconds, value)], color))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
     for (name, color, value) in series {
         let color = *color;
         chart

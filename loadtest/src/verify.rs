@@ -18,7 +18,8 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::stats::ms;
 
-const POLL_EVERY: Duration = Duration::from_millis(250);
+/// How often the database is counted: the lag's resolution.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
 
 /// What --verify found.
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,326 @@
+//! The `loadtest` binary against the real local services: the pipeline runs in this process
+//! (ingest router and query router on 127.0.0.1:0, the writer's poller, a database and a
+//! queue of the test's own), and the binary is pointed at its URLs.
+
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use batch_writer::poller::Poller;
+use readings::config::{IngestConfig, PollerConfig};
+use readings::ingest::Ingestor;
+use readings::queue::Sender;
+use readings::testing::{TestDb, TestQueue};
+use readings::writer::Writer;
+use readings::Limits;
+use serde_json::Value;
+
+struct Pipeline {
+    db: TestDb,
+    ingest: String,
+    query: String,
+}
+
+async fn listen(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
+    tokio::spawn(readings::http::serve_on(app, listener));
+    url
+}
+
+async fn pipeline() -> Pipeline {
+    let db = TestDb::new().await;
+    let q = TestQueue::new().await;
+    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let config = IngestConfig {
+        addr: ([127, 0, 0, 1], 0).into(),
+        max_body_bytes: 1 << 20,
+        max_readings: 10_000,
+        limits: Limits::default(),
+    };
+    let ingestor = Ingestor::new(config, sender, db.store.clone());
+    let ingest = listen(ingest_api::router(Arc::new(ingestor))).await;
+    let query = listen(query_api::router(db.store.clone())).await;
+    let poller = Poller::new(
+        q.client.clone(),
+        q.url().to_owned(),
+        PollerConfig {
+            batch_size: 100,
+            batch_window: Duration::from_millis(100),
+            wait: Duration::from_secs(1),
+            visibility_timeout: Duration::from_secs(30),
+            pollers: 2,
+        },
+        Writer::new(db.store.clone()),
+    );
+    tokio::spawn(poller.run(std::future::pending()));
+    Pipeline { db, ingest, query }
+}
+
+/// Runs the binary to completion.
+async fn loadtest(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .env_remove("INGEST_URL")
+        .env_remove("QUERY_URL")
+        .env_remove("LOADTEST_API_KEY")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A scratch directory for output files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_lands_every_reading_exactly_once() {
+    let p = pipeline().await;
+    let dir = scratch("full");
+    let (json, svg) = (dir.join("out.json"), dir.join("out.svg"));
+    let out = loadtest(&[
+        "--ingest-url",
+        &p.ingest,
+        "--rate",
+        "200",
+        "--duration",
+        "3s",
+        "--batch",
+        "10",
+        "--sensors",
+        "20",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+        "--verify",
+        &p.db.config.url,
+        "--verify-timeout",
+        "30s",
+        "--threshold",
+        "errors<1%",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("latency"), "{stdout}");
+    assert!(stdout.contains("pass   errors<1%"), "{stdout}");
+
+    let v = read_json(&json);
+    // Open model: 20 requests/s for 3 s, scheduled at fixed times.
+    assert_eq!(v["readings"]["sent"], 600, "{v}");
+    assert_eq!(v["readings"]["accepted"], 600);
+    assert_eq!(v["requests"]["total"], 60);
+    assert_eq!(v["status"]["202"], 60);
+    assert_eq!(v["errors"], 0);
+    assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(v["latency_ms"]["max"].as_f64() >= v["latency_ms"]["p50"].as_f64());
+    let rate = v["throughput"]["readings_per_sec"].as_f64().unwrap();
+    assert!((150.0..=210.0).contains(&rate), "achieved {rate}");
+    assert!(v["timeline"].as_array().unwrap().len() >= 3);
+    let verify = &v["verify"];
+    assert_eq!(verify["expected"], 600, "{verify}");
+    assert_eq!(verify["lost"], 0);
+    assert_eq!(verify["duplicated"], 0);
+    assert_eq!(verify["complete"], true);
+    assert!(verify["lag_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["thresholds"][0]["passed"], true);
+
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains("</svg>"));
+    assert!(picture.contains("p99") && picture.contains("throughput"));
+
+    // The run's rows, by its tag.
+    let run = v["run_id"].as_str().unwrap();
+    let rows: i64 =
+        p.db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM sensor_data WHERE location LIKE $1",
+                &[&format!("lt-{run}-%")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(rows, 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breached_threshold_exits_2_and_names_it() {
+    let p = pipeline().await;
+    let out = loadtest(&[
+        "--ingest-url",
+        &p.ingest,
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--threshold",
+        "p99<1us",
+        "--threshold",
+        "errors<1%",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("threshold breached: p99<1us (p99 was "),
+        "{err}"
+    );
+    assert!(
+        !err.contains("errors<1%"),
+        "only the breach is named: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_ratio_mixes_in_get_requests() {
+    let p = pipeline().await;
+    let json = scratch("query").join("out.json");
+    let out = loadtest(&[
+        "--ingest-url",
+        &p.ingest,
+        "--query-url",
+        &p.query,
+        "--rate",
+        "40",
+        "--duration",
+        "2s",
+        "--query-ratio",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let v = read_json(&json);
+    assert_eq!(v["requests"]["ingest"], 80, "{v}");
+    assert_eq!(v["requests"]["query"], 80);
+    assert_eq!(v["status"]["202"], 80);
+    assert_eq!(v["status"]["200"], 80);
+    assert_eq!(v["readings"]["sent"], 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_down_fails_with_one_clear_line() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/sensor");
+    let out = loadtest(&["--ingest-url", &url, "--rate", "1000", "--duration", "2s"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot reach the ingest API at {url}")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+/// What a capturing stand-in for the ingest API saw.
+#[derive(Default)]
+struct Seen {
+    bodies: Vec<(HeaderMap, String)>,
+}
+
+/// An HTTP endpoint that records each POST and answers `status`: to look at exactly what
+/// the binary sends, and to answer what the real API would only under faults.
+async fn capture(status: StatusCode) -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/sensor",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().bodies.push((headers, body));
+                status
+            }
+        }),
+    );
+    (listen(app).await, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_1_sends_the_tutorials_single_object_with_the_api_key() {
+    let (url, seen) = capture(StatusCode::ACCEPTED).await;
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "20",
+        "--readings",
+        "5",
+        "--batch",
+        "1",
+        "--api-key",
+        "s3cret",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.bodies.len(), 5);
+    for (headers, body) in &seen.bodies {
+        assert_eq!(headers["authorization"], "Bearer s3cret");
+        assert_eq!(headers["content-type"], "application/json");
+        let v: Value = serde_json::from_str(body).unwrap();
+        let o = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {body}"));
+        let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["location", "temperature", "time"], "{body}");
+        assert!(o["location"].as_str().unwrap().starts_with("lt-"));
+        assert!(o["temperature"].is_f64());
+        chrono::DateTime::parse_from_rfc3339(o["time"].as_str().unwrap()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_2xx_answers_count_as_errors() {
+    let (url, seen) = capture(StatusCode::SERVICE_UNAVAILABLE).await;
+    let json = scratch("errors").join("out.json");
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "100",
+        "--readings",
+        "30",
+        "--batch",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+        "--threshold",
+        "errors<5",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("threshold breached: errors<5 (errors was 10)"));
+    let v = read_json(&json);
+    assert_eq!(v["status"]["503"], 10, "{v}");
+    assert_eq!(v["errors"], 10);
+    assert_eq!(v["readings"]["sent"], 30);
+    assert_eq!(v["readings"]["accepted"], 0);
+    let body: Value = serde_json::from_str(&seen.lock().unwrap().bodies[0].1).unwrap();
+    assert_eq!(body.as_array().map(Vec::len), Some(3));
+}

@@ -44,8 +44,11 @@ Thresholds: p50, p90, p99, p99.9, p99.99, max with a unit (us, ms, s), e.g. 'p99
 errors as a share of requests ('errors<0.1%') or a count ('errors<5'); rate, the achieved
 readings/s ('rate>900'). Operators: <, <=, >, >=.
 
-Exit codes: 0 done and every threshold met; 1 error (bad arguments, target unreachable,
-database unreachable); 2 a threshold breached or readings lost or duplicated (--verify).";
+Exit codes:
+  0    done, every threshold met
+  1    an error: bad arguments, the target or the database unreachable
+  2    a threshold breached, or readings lost or duplicated (--verify)
+  130  interrupted by Ctrl-C (the summary and files cover what was sent)";
 
 /// Load generator for the sensor pipeline.
 #[derive(Debug, Parser)]
@@ -83,8 +86,9 @@ pub struct Args {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
-    /// Share of requests that are GET /sensor calls to --query-url, from 0 to below 1; they
-    /// come on top of the ingest requests, which keep the target --rate.
+    /// Share of requests that are GET /sensor?location=<a sensor of the run> calls to
+    /// --query-url, from 0 to below 1; they come on top of the ingest requests, which keep
+    /// the target --rate.
     #[arg(long, default_value_t = 0.0, value_parser = query_ratio)]
     pub query_ratio: f64,
 

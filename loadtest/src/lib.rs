@@ -15,7 +15,7 @@ pub mod verify;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::Utc;
 
 use cli::Args;
@@ -30,6 +30,8 @@ pub enum Verdict {
     Passed,
     /// One line per breached threshold (or verify failure).
     Breached(Vec<String>),
+    /// Stopped by Ctrl-C before the end of the schedule (the summary covers what ran).
+    Interrupted,
 }
 
 /// Runs the load test `args` describes, prints the summary and writes the files asked for.
@@ -90,14 +92,16 @@ pub async fn run(args: Args) -> Result<Verdict> {
                     stats.readings_accepted
                 );
             }
-            Some(
-                m.finish(
-                    stats.readings_accepted,
-                    &stats.accepted_sends,
-                    args.verify_timeout,
-                )
-                .await?,
-            )
+            let finish = m.finish(
+                stats.readings_accepted,
+                &stats.accepted_sends,
+                args.verify_timeout,
+            );
+            tokio::select! {
+                v = finish => Some(v?),
+                // The run's Ctrl-C handler stays installed; honour a Ctrl-C here too.
+                _ = tokio::signal::ctrl_c() => bail!("interrupted while verifying"),
+            }
         }
         None => None,
     };
@@ -137,9 +141,11 @@ pub async fn run(args: Args) -> Result<Verdict> {
         );
         svg::draw(path, &title, args.rate, &summary.timeline)?;
     }
-    Ok(if breaches.is_empty() {
-        Verdict::Passed
-    } else {
+    Ok(if !breaches.is_empty() {
         Verdict::Breached(breaches)
+    } else if run.interrupted {
+        Verdict::Interrupted
+    } else {
+        Verdict::Passed
     })
 }

@@ -107,8 +107,9 @@ impl Target {
 }
 
 fn parse_url(flag: &str, url: &str) -> Result<reqwest::Url> {
-    let parsed =
-        reqwest::Url::parse(url).with_context(|| format!("{flag} `{url}` is not a URL"))?;
+    let parsed = reqwest::Url::parse(url).with_context(|| {
+        format!("{flag} `{url}` is not a URL like http://127.0.0.1:3000/sensor")
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         bail!("{flag} `{url}` must be an http:// or https:// URL");
     }

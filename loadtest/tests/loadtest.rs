@@ -38,6 +38,7 @@ async fn pipeline() -> Pipeline {
         max_body_bytes: 1 << 20,
         max_readings: 10_000,
         limits: Limits::default(),
+        coalesce_linger: std::time::Duration::ZERO,
     };
     let ingestor = Ingestor::new(config, sender, db.store.clone());
     let ingest = listen(ingest_api::router(Arc::new(ingestor))).await;
@@ -323,4 +324,40 @@ async fn non_2xx_answers_count_as_errors() {
     assert_eq!(v["readings"]["accepted"], 0);
     let body: Value = serde_json::from_str(&seen.lock().unwrap().bodies[0].1).unwrap();
     assert_eq!(body.as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_run_and_still_reports() {
+    let (url, _seen) = capture(StatusCode::ACCEPTED).await;
+    let json = scratch("interrupt").join("out.json");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["--ingest-url", &url, "--rate", "50", "--duration", "30s"])
+        .args(["--json", json.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id().unwrap().to_string();
+    let kill = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stops soon after Ctrl-C")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"));
+    let v = read_json(&json);
+    assert_eq!(v["interrupted"], true);
+    let sent = v["readings"]["sent"].as_u64().unwrap();
+    assert!(
+        (20..=150).contains(&sent),
+        "{sent} readings in about 1.5 s at 50/s"
+    );
+    assert_eq!(v["status"]["202"], sent);
 }

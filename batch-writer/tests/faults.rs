@@ -208,6 +208,7 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
         max_body_bytes: 1 << 20,
         max_readings: 10_000,
         limits: Limits::default(),
+        coalesce_linger: std::time::Duration::ZERO,
     };
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, store.clone())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -330,6 +331,7 @@ async fn a_retried_post_with_the_same_key_writes_once_and_another_body_is_422() 
         max_body_bytes: 1 << 20,
         max_readings: 10_000,
         limits: Limits::default(),
+        coalesce_linger: std::time::Duration::ZERO,
     };
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, db.store.clone())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -27,6 +27,10 @@ async fn listen(app: axum::Router) -> String {
 }
 
 async fn start() -> Pipeline {
+    start_with(std::time::Duration::ZERO).await
+}
+
+async fn start_with(linger: Duration) -> Pipeline {
     let db = TestDb::new().await;
     let q = TestQueue::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
@@ -35,13 +39,13 @@ async fn start() -> Pipeline {
         max_body_bytes: 1 << 20,
         max_readings: 10_000,
         limits: Limits::default(),
+        coalesce_linger: std::time::Duration::ZERO,
     };
-    let ingest = listen(ingest_api::router(Arc::new(Ingestor::new(
-        config,
-        sender,
-        db.store.clone(),
-    ))))
-    .await;
+    let mut ingestor = Ingestor::new(config, sender, db.store.clone());
+    if !linger.is_zero() {
+        ingestor = ingestor.with_coalescing(linger);
+    }
+    let ingest = listen(ingest_api::router(Arc::new(ingestor))).await;
     let query = listen(query_api::router(db.store.clone())).await;
     let poller = Poller::new(
         q.client.clone(),
@@ -193,4 +197,41 @@ async fn a_large_request_is_written_exactly_once() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(p.db.count().await, 5000);
+}
+
+#[tokio::test]
+async fn coalesced_single_reading_posts_land_exactly_once() {
+    let p = start_with(Duration::from_millis(10)).await;
+    let client = reqwest::Client::new();
+    let posts = (0..200).map(|i| {
+        let (client, url) = (client.clone(), p.ingest.clone());
+        async move {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"location":"c-{i}","temperature":{}}}"#,
+                    i % 40
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+        }
+    });
+    futures_util::future::join_all(posts).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while p.db.count().await < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} rows",
+            p.db.count().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = p.db.rows().await;
+    assert_eq!(rows.len(), 200);
+    let distinct: std::collections::HashSet<&String> = rows.iter().map(|r| &r.1).collect();
+    assert_eq!(distinct.len(), 200);
 }

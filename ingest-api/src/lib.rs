@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use readings::config::{DbConfig, IngestConfig, QueueConfig};
+use readings::config::{in_lambda, DbConfig, IngestConfig, QueueConfig};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
 use readings::queue::{self, Sender};
@@ -82,5 +82,10 @@ pub async fn run() -> anyhow::Result<()> {
     let keys = Store::new(&DbConfig::from_env()?)?;
     tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
     let addr = config.addr;
-    serve(router(Arc::new(Ingestor::new(config, sender, keys))), addr).await
+    let linger = config.coalesce_linger;
+    let mut ingestor = Ingestor::new(config, sender, keys);
+    if !in_lambda() && !linger.is_zero() {
+        ingestor = ingestor.with_coalescing(linger);
+    }
+    serve(router(Arc::new(ingestor)), addr).await
 }

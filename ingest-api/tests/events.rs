@@ -22,6 +22,7 @@ async fn sample_post_events_are_accepted() {
         max_body_bytes: 1 << 20,
         max_readings: 10_000,
         limits: Limits::default(),
+        coalesce_linger: std::time::Duration::ZERO,
     };
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, db.store.clone())));
     let mut expected = 0;

@@ -18,6 +18,7 @@ async fn serve(sender: Sender, keys: Store) -> String {
         max_body_bytes: 64 * 1024,
         max_readings: 500,
         limits: Limits::default(),
+        coalesce_linger: std::time::Duration::ZERO,
     };
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, keys)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -337,4 +338,57 @@ async fn aws_config_for_dead_endpoint() -> aws_config::SdkConfig {
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .load()
         .await
+}
+
+#[tokio::test]
+async fn concurrent_single_reading_posts_share_messages_when_coalescing() {
+    let q = TestQueue::new().await;
+    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let config = IngestConfig {
+        addr: ([127, 0, 0, 1], 0).into(),
+        max_body_bytes: 64 * 1024,
+        max_readings: 500,
+        limits: Limits::default(),
+        coalesce_linger: std::time::Duration::from_millis(20),
+    };
+    let ingestor = Ingestor::new(config, sender, no_database())
+        .with_coalescing(std::time::Duration::from_millis(20));
+    let app = ingest_api::router(Arc::new(ingestor));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
+    tokio::spawn(readings::http::serve_on(app, listener));
+
+    let client = reqwest::Client::new();
+    let posts = (0..60).map(|i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"location":"room-{i}","temperature":{i}}}"#))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            r.json::<Value>().await.unwrap()["batch_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    });
+    let ids: std::collections::HashSet<String> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids.len(), 60, "each request keeps its own batch id");
+
+    let msgs = q.drain(q.url()).await;
+    assert!(msgs.len() <= 10, "60 requests took {} messages", msgs.len());
+    let batches: Vec<(String, usize)> = msgs
+        .iter()
+        .flat_map(|m| decode(m.body().unwrap()).unwrap().batches)
+        .map(|b| (b.id, b.readings.len()))
+        .collect();
+    assert_eq!(batches.len(), 60);
+    assert!(batches.iter().all(|(id, n)| ids.contains(id) && *n == 1));
 }

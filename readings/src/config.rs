@@ -131,6 +131,9 @@ pub struct IngestConfig {
     /// `INGEST_MAX_READINGS`: readings per request.
     pub max_readings: usize,
     pub limits: Limits,
+    /// `INGEST_COALESCE_LINGER_MS`: in the local host, how long a request may wait to share
+    /// SQS messages with concurrent ones; 0 turns coalescing off. Not used under Lambda.
+    pub coalesce_linger: Duration,
 }
 
 impl IngestConfig {
@@ -146,6 +149,7 @@ impl IngestConfig {
                 env_or("INGEST_MAX_READINGS", 10_000usize)?,
             )?,
             limits: limits_from_env()?,
+            coalesce_linger: Duration::from_millis(env_or("INGEST_COALESCE_LINGER_MS", 5u64)?),
         })
     }
 }

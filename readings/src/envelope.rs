@@ -94,38 +94,107 @@ pub fn pack(
     readings: &[Reading],
     max_bytes: usize,
 ) -> Result<Vec<String>, EnvelopeError> {
-    let id = serde_json::to_string(batch_id).map_err(EnvelopeError::Malformed)?;
-    let head = |part: usize| {
-        format!(r#"{{"v":{VERSION},"batches":[{{"id":{id},"part":{part},"readings":["#)
-    };
-    const TAIL: &str = "]}]}";
+    let mut packer = Packer::new(max_bytes);
+    packer.add(batch_id, readings)?;
+    Ok(packer.finish())
+}
 
-    let mut bodies = Vec::new();
-    let mut body = head(0);
-    let mut in_body = 0usize;
-    for r in readings {
-        let item =
-            serde_json::to_string(&WireReading::from(r)).map_err(EnvelopeError::Malformed)?;
-        let extra = item.len() + usize::from(in_body > 0);
-        if in_body > 0 && body.len() + extra + TAIL.len() > max_bytes {
-            body.push_str(TAIL);
-            bodies.push(std::mem::replace(&mut body, head(bodies.len() + 1)));
-            in_body = 0;
-        }
-        if in_body > 0 {
-            body.push(',');
-        }
-        body.push_str(&item);
-        in_body += 1;
-        if body.len() + TAIL.len() > max_bytes {
-            return Err(EnvelopeError::TooLarge(item.len(), max_bytes));
+/// Packs the readings of several batches (of several requests) into shared message bodies
+/// of at most `max_bytes` each, in order. A batch that does not fit in one body continues
+/// in the next with the next part number, so every `(id, part)` stays unique.
+pub struct Packer {
+    max_bytes: usize,
+    bodies: Vec<String>,
+    body: String,
+    batches_in_body: usize,
+}
+
+const CLOSE: &str = "]}";
+
+impl Packer {
+    pub fn new(max_bytes: usize) -> Self {
+        Packer {
+            max_bytes,
+            bodies: Vec::new(),
+            body: Self::prefix(),
+            batches_in_body: 0,
         }
     }
-    if in_body > 0 {
-        body.push_str(TAIL);
-        bodies.push(body);
+
+    fn prefix() -> String {
+        format!(r#"{{"v":{VERSION},"batches":["#)
     }
-    Ok(bodies)
+
+    /// Bytes of the bodies packed so far, closed or not.
+    pub fn len(&self) -> usize {
+        self.bodies.iter().map(String::len).sum::<usize>() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty() && self.batches_in_body == 0
+    }
+
+    /// Adds one batch's readings.
+    pub fn add(&mut self, batch_id: &str, readings: &[Reading]) -> Result<(), EnvelopeError> {
+        let id = serde_json::to_string(batch_id).map_err(EnvelopeError::Malformed)?;
+        let mut part = 0u32;
+        let mut open = false;
+        for r in readings {
+            let item =
+                serde_json::to_string(&WireReading::from(r)).map_err(EnvelopeError::Malformed)?;
+            loop {
+                let head = if open {
+                    String::new()
+                } else {
+                    let comma = if self.batches_in_body > 0 { "," } else { "" };
+                    format!(r#"{comma}{{"id":{id},"part":{part},"readings":["#)
+                };
+                let comma = usize::from(open && !self.body.ends_with('['));
+                let needed = self.body.len() + head.len() + comma + item.len() + 2 * CLOSE.len();
+                if needed <= self.max_bytes {
+                    if open {
+                        if comma == 1 {
+                            self.body.push(',');
+                        }
+                    } else {
+                        self.body.push_str(&head);
+                        self.batches_in_body += 1;
+                        open = true;
+                    }
+                    self.body.push_str(&item);
+                    break;
+                }
+                if self.batches_in_body == 0 {
+                    return Err(EnvelopeError::TooLarge(item.len(), self.max_bytes));
+                }
+                if open {
+                    self.body.push_str(CLOSE);
+                    part += 1;
+                    open = false;
+                }
+                self.flush();
+            }
+        }
+        if open {
+            self.body.push_str(CLOSE);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if self.batches_in_body > 0 {
+            self.body.push_str(CLOSE);
+            self.bodies
+                .push(std::mem::replace(&mut self.body, Self::prefix()));
+            self.batches_in_body = 0;
+        }
+    }
+
+    /// The message bodies.
+    pub fn finish(mut self) -> Vec<String> {
+        self.flush();
+        self.bodies
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +273,38 @@ mod tests {
         let a = pack("b", &short, 2000).unwrap().len();
         let b = pack("b", &long, 2000).unwrap().len();
         assert!(b > a * 2, "short {a} long {b}");
+    }
+
+    #[test]
+    fn several_batches_share_messages_and_keep_their_parts() {
+        let mut packer = Packer::new(2048);
+        let batches: Vec<(String, Vec<Reading>)> = (0..40)
+            .map(|b| (format!("req-{b}"), readings(1 + b % 9)))
+            .collect();
+        for (id, rs) in &batches {
+            packer.add(id, rs).unwrap();
+        }
+        let bodies = packer.finish();
+        assert!(bodies.iter().all(|b| b.len() <= 2048));
+        assert!(bodies.len() < batches.len() / 2, "{} bodies", bodies.len());
+        let mut got: std::collections::BTreeMap<String, Vec<(u32, Vec<WireReading>)>> =
+            Default::default();
+        for b in &bodies {
+            for p in decode(b).unwrap().batches {
+                got.entry(p.id).or_default().push((p.part, p.readings));
+            }
+        }
+        for (id, rs) in &batches {
+            let parts = &got[id];
+            let numbers: Vec<u32> = parts.iter().map(|p| p.0).collect();
+            assert_eq!(numbers, (0..parts.len() as u32).collect::<Vec<_>>(), "{id}");
+            let all: Vec<WireReading> = parts.iter().flat_map(|p| p.1.clone()).collect();
+            assert_eq!(
+                all,
+                rs.iter().map(WireReading::from).collect::<Vec<_>>(),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::coalesce::Coalescer;
 use crate::config::IngestConfig;
 use crate::envelope::{self, EnvelopeError};
 use crate::queue::{QueueError, Sender};
@@ -201,6 +202,7 @@ pub struct Ingestor {
     pub config: IngestConfig,
     pub sender: Sender,
     pub keys: Store,
+    coalescer: Option<Coalescer>,
 }
 
 impl Ingestor {
@@ -209,7 +211,15 @@ impl Ingestor {
             config,
             sender,
             keys,
+            coalescer: None,
         }
+    }
+
+    /// Shares messages between concurrent requests, waiting at most `linger` for company
+    /// (for the long-running host; see [`crate::coalesce`]).
+    pub fn with_coalescing(mut self, linger: std::time::Duration) -> Self {
+        self.coalescer = Some(Coalescer::start(self.sender.clone(), linger));
+        self
     }
 
     /// Handles one request body end to end: parse, validate, pack, enqueue.
@@ -236,11 +246,18 @@ impl Ingestor {
                 return Err(IngestError::KeyReused);
             }
         }
-        let bodies = envelope::pack(&batch_id, &readings, self.sender.max_message_bytes())?;
-        let messages = bodies.len();
-        self.sender.send_all(bodies).await?;
+        let accepted = readings.len();
+        let messages = match &self.coalescer {
+            Some(c) => c.submit(batch_id.clone(), readings).await?,
+            None => {
+                let bodies = envelope::pack(&batch_id, &readings, self.sender.max_message_bytes())?;
+                let messages = bodies.len();
+                self.sender.send_all(bodies).await?;
+                messages
+            }
+        };
         Ok(Accepted {
-            accepted: readings.len(),
+            accepted,
             batch_id,
             messages,
         })
@@ -258,6 +275,7 @@ mod tests {
             max_body_bytes: 1000,
             max_readings: 3,
             limits: Limits::default(),
+            coalesce_linger: std::time::Duration::ZERO,
         }
     }
 

@@ -4,6 +4,7 @@
 //! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), and the host that
 //! runs an HTTP function under Lambda or locally ([`http`]).
 
+pub mod coalesce;
 pub mod config;
 pub mod deadletter;
 pub mod envelope;

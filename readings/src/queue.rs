@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
 /// Entries in one SendMessageBatch call.
 const MAX_BATCH_ENTRIES: usize = 10;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum QueueError {
     #[error("the queue is unavailable: {0}")]
     Unavailable(String),

@@ -103,11 +103,12 @@ async fn seed(store: &Store) -> anyhow::Result<()> {
                     20 + 5 * sin(i / 5000.0) + (i % 7) * 0.1
              FROM generate_series(0, {ROWS} - 1) i;
              INSERT INTO sensor_locations (location)
-             SELECT 'sensor-' || i FROM generate_series(0, {LOCATIONS} - 1) i;
-             VACUUM ANALYZE sensor_data;
-             ANALYZE sensor_locations;"
+             SELECT 'sensor-' || i FROM generate_series(0, {LOCATIONS} - 1) i;"
         ))
         .await?;
+    // VACUUM cannot run in the implicit transaction of a multi-statement batch.
+    client.batch_execute("VACUUM ANALYZE sensor_data").await?;
+    client.batch_execute("ANALYZE sensor_locations").await?;
     eprintln!("seeded in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }

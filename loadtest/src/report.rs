@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::stats::{ms, Second, Stats};
@@ -30,7 +31,12 @@ pub struct Summary {
     pub errors: u64,
     /// `errors` / requests, from 0 to 1.
     pub error_rate: f64,
+    /// Every request.
     pub latency_ms: Latency,
+    /// POST /sensor only (when any was sent).
+    pub ingest_latency_ms: Option<Latency>,
+    /// GET /sensor only (when any was sent).
+    pub query_latency_ms: Option<Latency>,
     pub throughput: Throughput,
     pub verify: Option<Verification>,
     pub thresholds: Vec<Checked>,
@@ -77,6 +83,40 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    /// The percentiles of a histogram of µs, in ms.
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        let q = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ms(h.value_at_quantile(q))
+            }
+        };
+        Latency {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p99_9: q(0.999),
+            p99_99: q(0.9999),
+            max: if h.is_empty() { 0.0 } else { ms(h.max()) },
+            mean: h.mean() / 1000.0,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
+            show_ms(self.p50),
+            show_ms(self.p90),
+            show_ms(self.p99),
+            show_ms(self.p99_9),
+            show_ms(self.p99_99),
+            show_ms(self.max)
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     /// Accepted readings per second of the run.
@@ -103,14 +143,6 @@ impl Summary {
         verify: Option<Verification>,
     ) -> Summary {
         let secs = run.elapsed.as_secs_f64().max(1e-9);
-        let h = &stats.latency;
-        let q = |q: f64| {
-            if h.is_empty() {
-                0.0
-            } else {
-                ms(h.value_at_quantile(q))
-            }
-        };
         Summary {
             run_id: run_id.to_owned(),
             ingest_url: urls.0,
@@ -144,15 +176,10 @@ impl Summary {
             } else {
                 stats.errors() as f64 / stats.completed as f64
             },
-            latency_ms: Latency {
-                p50: q(0.5),
-                p90: q(0.9),
-                p99: q(0.99),
-                p99_9: q(0.999),
-                p99_99: q(0.9999),
-                max: if h.is_empty() { 0.0 } else { ms(h.max()) },
-                mean: h.mean() / 1000.0,
-            },
+            latency_ms: Latency::of(&stats.latency),
+            ingest_latency_ms: (stats.ingest_requests > 0)
+                .then(|| Latency::of(&stats.ingest_latency)),
+            query_latency_ms: (stats.query_requests > 0).then(|| Latency::of(&stats.query_latency)),
             throughput: Throughput {
                 readings_per_sec: stats.readings_accepted as f64 / secs,
                 requests_per_sec: stats.completed as f64 / secs,
@@ -248,17 +275,11 @@ impl Summary {
                 .collect();
             let _ = writeln!(out, "  no answer   {}", kinds.join(", "));
         }
-        let l = &self.latency_ms;
-        let _ = writeln!(
-            out,
-            "  latency     p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
-            show_ms(l.p50),
-            show_ms(l.p90),
-            show_ms(l.p99),
-            show_ms(l.p99_9),
-            show_ms(l.p99_99),
-            show_ms(l.max)
-        );
+        let _ = writeln!(out, "  latency     {}", self.latency_ms.line());
+        if let (Some(i), Some(q)) = (&self.ingest_latency_ms, &self.query_latency_ms) {
+            let _ = writeln!(out, "    ingest    {}", i.line());
+            let _ = writeln!(out, "    query     {}", q.line());
+        }
         let _ = writeln!(
             out,
             "  throughput  {:.1} readings/s, {:.1} requests/s",
@@ -527,6 +548,8 @@ mod tests {
                 max: 6.0,
                 mean: 1.5,
             },
+            ingest_latency_ms: None,
+            query_latency_ms: None,
             throughput: Throughput {
                 readings_per_sec: rate,
                 requests_per_sec: rate,

@@ -83,7 +83,11 @@ pub fn ms(micros: u64) -> f64 {
 
 pub struct Stats {
     start: Instant,
+    /// Every request's latency, in µs.
     pub latency: Histogram<u64>,
+    /// The same split by kind of request.
+    pub ingest_latency: Histogram<u64>,
+    pub query_latency: Histogram<u64>,
     pub ingest_requests: u64,
     pub query_requests: u64,
     pub readings_sent: u64,
@@ -105,6 +109,8 @@ impl Stats {
         Stats {
             start,
             latency: histogram(3),
+            ingest_latency: histogram(3),
+            query_latency: histogram(3),
             ingest_requests: 0,
             query_requests: 0,
             readings_sent: 0,
@@ -134,6 +140,10 @@ impl Stats {
         self.roll_to(now.saturating_duration_since(self.start).as_secs());
         let value = micros(c.latency);
         self.latency.saturating_record(value);
+        match c.op {
+            Op::Ingest => self.ingest_latency.saturating_record(value),
+            Op::Query => self.query_latency.saturating_record(value),
+        }
         self.completed += 1;
         let cur = &mut self.current;
         cur.latency.saturating_record(value);

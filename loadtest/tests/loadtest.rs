@@ -128,6 +128,7 @@ async fn a_run_lands_every_reading_exactly_once() {
     assert_eq!(v["requests"]["total"], 60);
     assert_eq!(v["status"]["202"], 60);
     assert_eq!(v["errors"], 0);
+    assert!(v["query_latency_ms"].is_null());
     assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(v["latency_ms"]["max"].as_f64() >= v["latency_ms"]["p50"].as_f64());
     let rate = v["throughput"]["readings_per_sec"].as_f64().unwrap();
@@ -214,6 +215,11 @@ async fn a_query_ratio_mixes_in_get_requests() {
     assert_eq!(v["status"]["202"], 80);
     assert_eq!(v["status"]["200"], 80);
     assert_eq!(v["readings"]["sent"], 80);
+    // Mixed runs report each kind's latency too.
+    assert!(v["ingest_latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(v["query_latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("    query     p50 "), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -367,3 +367,39 @@ async fn ctrl_c_stops_the_run_and_still_reports() {
     );
     assert_eq!(v["status"]["202"], sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_goes_down_after_the_first_answer_stops_the_run() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request (loadtest's reachability check), then stops listening.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0; 4096];
+        let _ = conn.read(&mut buf).await;
+        let answer =
+            "HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        conn.write_all(answer.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+    });
+    let out = loadtest(&["--ingest-url", &url, "--rate", "1000", "--duration", "3s"]).await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: no request got an answer ("),
+        "{err}"
+    );
+    let tried: u64 = err["error: no request got an answer (".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        tried < 300,
+        "stopped after {tried} of 3000 scheduled requests"
+    );
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+}

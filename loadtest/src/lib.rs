@@ -15,7 +15,7 @@ pub mod verify;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use chrono::Utc;
 
 use cli::Args;
@@ -83,7 +83,8 @@ pub async fn run(args: Args) -> Result<Verdict> {
 
     // Every request has finished: take the stats out of the shared lock.
     let stats = std::mem::replace(&mut *lock(&stats), Stats::new(start));
-    let verification = match monitor {
+    // A failed check still leaves the load's summary and files; the error comes last.
+    let (verification, verify_error) = match monitor {
         Some(m) => {
             if !args.quiet {
                 eprintln!(
@@ -97,13 +98,17 @@ pub async fn run(args: Args) -> Result<Verdict> {
                 &stats.accepted_sends,
                 args.verify_timeout,
             );
-            tokio::select! {
-                v = finish => Some(v?),
+            let result = tokio::select! {
+                v = finish => v,
                 // The run's Ctrl-C handler stays installed; honour a Ctrl-C here too.
-                _ = tokio::signal::ctrl_c() => bail!("interrupted while verifying"),
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted while verifying")),
+            };
+            match result {
+                Ok(v) => (Some(v), None),
+                Err(e) => (None, Some(e)),
             }
         }
-        None => None,
+        None => (None, None),
     };
 
     let plan = Plan {
@@ -140,6 +145,9 @@ pub async fn run(args: Args) -> Result<Verdict> {
             args.rate, args.batch
         );
         svg::draw(path, &title, args.rate, &summary.timeline)?;
+    }
+    if let Some(e) = verify_error {
+        return Err(e.context("--verify could not finish"));
     }
     Ok(if !breaches.is_empty() {
         Verdict::Breached(breaches)

@@ -52,37 +52,32 @@ pub struct Lag {
 
 /// The poller, started before the first request.
 pub struct Monitor {
-    client: Client,
+    url: String,
     locations: Vec<String>,
     since: DateTime<Utc>,
     target: watch::Sender<Option<(u64, Instant)>>,
     task: JoinHandle<Result<Vec<(i64, u64)>>>,
 }
 
+/// Consecutive failed polls (about 5 s) after which the check gives up.
+const MAX_FAILED_POLLS: u32 = 20;
+
 impl Monitor {
-    /// Connects to `url` and starts polling for `locations` at or after `since`.
+    /// Connects to `url` (failing at once when it cannot) and starts polling for
+    /// `locations` at or after `since`.
     pub async fn start(url: &str, locations: Vec<String>, since: DateTime<Utc>) -> Result<Monitor> {
-        let client = connect(url).await?;
-        let poll_client = connect(url).await?;
+        let first = connect(url).await?;
         let since = since - TimeDelta::seconds(1);
-        let (target, mut watch_target) = watch::channel(None::<(u64, Instant)>);
-        let poll_locations = locations.clone();
-        let task = tokio::spawn(async move {
-            let mut polls = Vec::new();
-            let mut tick = tokio::time::interval(POLL_EVERY);
-            loop {
-                tick.tick().await;
-                let count = count(&poll_client, &poll_locations, since).await?;
-                polls.push((Utc::now().timestamp_micros(), count));
-                if let Some((expected, deadline)) = *watch_target.borrow_and_update() {
-                    if count >= expected || Instant::now() >= deadline {
-                        return Ok(polls);
-                    }
-                }
-            }
-        });
+        let (target, watch_target) = watch::channel(None::<(u64, Instant)>);
+        let task = tokio::spawn(poll(
+            first,
+            url.to_owned(),
+            locations.clone(),
+            since,
+            watch_target,
+        ));
         Ok(Monitor {
-            client,
+            url: url.to_owned(),
             locations,
             since,
             target,
@@ -103,8 +98,8 @@ impl Monitor {
         let _ = self.target.send(Some((expected, started + timeout)));
         let polls = self.task.await.context("the database poller stopped")??;
         let waited = started.elapsed();
-        let row = self
-            .client
+        let client = connect(&self.url).await?;
+        let row = client
             .query_one(
                 "SELECT count(*), count(DISTINCT (location, time)) FROM sensor_data
                  WHERE location = ANY($1) AND time >= $2",
@@ -139,6 +134,53 @@ impl Monitor {
                 max: if lags.is_empty() { 0.0 } else { ms(lags.max()) },
             },
         })
+    }
+}
+
+/// Counts every `POLL_EVERY` until a target is set and reached, or its deadline passes.
+/// A failed poll is skipped (reconnecting when the connection broke); many in a row fail.
+async fn poll(
+    first: Client,
+    url: String,
+    locations: Vec<String>,
+    since: DateTime<Utc>,
+    mut target: watch::Receiver<Option<(u64, Instant)>>,
+) -> Result<Vec<(i64, u64)>> {
+    let mut client = Some(first);
+    let mut polls = Vec::new();
+    let mut failed = 0;
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    loop {
+        tick.tick().await;
+        let counted = match &client {
+            Some(c) => count(c, &locations, since).await,
+            None => match connect(&url).await {
+                Ok(c) => count(client.insert(c), &locations, since).await,
+                Err(e) => Err(e),
+            },
+        };
+        let seen = match counted {
+            Ok(n) => {
+                failed = 0;
+                polls.push((Utc::now().timestamp_micros(), n));
+                Some(n)
+            }
+            Err(e) => {
+                failed += 1;
+                if failed >= MAX_FAILED_POLLS {
+                    return Err(e);
+                }
+                if client.as_ref().is_some_and(Client::is_closed) {
+                    client = None;
+                }
+                None
+            }
+        };
+        if let Some((expected, deadline)) = *target.borrow_and_update() {
+            if seen.is_some_and(|n| n >= expected) || Instant::now() >= deadline {
+                return Ok(polls);
+            }
+        }
     }
 }
 

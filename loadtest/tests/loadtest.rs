@@ -403,3 +403,38 @@ async fn a_target_that_goes_down_after_the_first_answer_stops_the_run() {
     );
     assert!(err.to_lowercase().contains("refused"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_accepted_readings_that_never_arrive() {
+    // Answers 202 but stores nothing.
+    let (url, _seen) = capture(StatusCode::ACCEPTED).await;
+    let db = TestDb::new().await;
+    let json = scratch("lost").join("out.json");
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "100",
+        "--readings",
+        "20",
+        "--batch",
+        "4",
+        "--verify",
+        &db.config.url,
+        "--verify-timeout",
+        "1s",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("verify: 20 of 20 accepted readings lost"),
+        "{err}"
+    );
+    let v = read_json(&json);
+    assert_eq!(v["verify"]["lost"], 20, "{v}");
+    assert_eq!(v["verify"]["rows"], 0);
+    assert_eq!(v["verify"]["complete"], false);
+}

@@ -26,13 +26,12 @@ pub struct Run {
 /// Sends the schedule. Fails when no request gets an answer.
 pub async fn run(
     schedule: Schedule,
-    fleet: Fleet,
+    mut fleet: Fleet,
     target: Arc<Target>,
     concurrency: u32,
     stats: Arc<Mutex<Stats>>,
     start: Instant,
 ) -> Result<Run> {
-    let fleet = Arc::new(Mutex::new(fleet));
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -57,12 +56,9 @@ pub async fn run(
             break;
         }
         let sent_at = Utc::now();
-        let (op, readings, location) = {
-            let mut fleet = fleet.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.kind {
-                Kind::Ingest(n) => (Op::Ingest, fleet.readings(n as usize, sent_at), None),
-                Kind::Query => (Op::Query, vec![], Some(fleet.random_location().to_owned())),
-            }
+        let (op, readings, location) = match slot.kind {
+            Kind::Ingest(n) => (Op::Ingest, fleet.readings(n as usize, sent_at), None),
+            Kind::Query => (Op::Query, vec![], Some(fleet.random_location().to_owned())),
         };
         let count = readings.len() as u32;
         lock(&stats).sent(op, count);
@@ -85,12 +81,15 @@ pub async fn run(
             drop(permit);
         });
     }
-    // Wait for the requests in flight.
-    let _all = slots.acquire_many(concurrency).await?;
+    // Wait for the requests in flight (after a Ctrl-C, until another one).
+    tokio::select! {
+        all = slots.acquire_many(concurrency) => drop(all?),
+        _ = tokio::signal::ctrl_c(), if interrupted => {}
+    }
     let end = Instant::now();
     let mut s = lock(&stats);
     s.finish(end);
-    if s.completed > 0 && s.successes == 0 && s.transport.values().sum::<u64>() == s.completed {
+    if s.completed > 0 && nothing_answered(&s) {
         let detail = s.first_transport_error.clone().unwrap_or_default();
         bail!(
             "no request got an answer ({} tried); the first error: {detail}",
@@ -107,7 +106,10 @@ pub async fn run(
 
 /// The first answers are all transport errors.
 fn target_is_down(s: &Stats) -> bool {
-    s.completed >= GIVE_UP_AFTER
-        && s.successes == 0
-        && s.transport.values().sum::<u64>() == s.completed
+    s.completed >= GIVE_UP_AFTER && nothing_answered(s)
+}
+
+/// Every finished request failed without an HTTP answer.
+fn nothing_answered(s: &Stats) -> bool {
+    s.transport.values().sum::<u64>() == s.completed
 }

@@ -57,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
                 .env("SQS_MAX_MESSAGE_BYTES", "262144")
                 .env("DATABASE_URL", &url)
                 .env("RUST_LOG", "warn")
+                // As under Lambda: the region is given, nothing is looked up.
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "bench")
+                .env("AWS_SECRET_ACCESS_KEY", "bench")
                 .kill_on_drop(true)
                 .spawn()?;
             loop {
@@ -89,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let answers = FakeLambdaRuntime::invoke(
             bin("batch-writer").to_str().context("path")?,
-            &[("DATABASE_URL", &url), ("RUST_LOG", "warn")],
+            &[("DATABASE_URL", &url), ("RUST_LOG", "error")],
             vec![one.clone()],
         )
         .await;
@@ -115,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new(bin("batch-writer"))
         .envs(runtime.env())
         .env("DATABASE_URL", &url)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .kill_on_drop(true)
         .spawn()?;
     let (_, answer) = runtime.next_response().await;

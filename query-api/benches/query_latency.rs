@@ -39,7 +39,10 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::new();
 
     println!("table: {kind:?}, {ROWS} rows, {LOCATIONS} locations; {REQUESTS} sequential requests per route over HTTP (after 100 warm-up requests)");
-    println!("{:<58} {:>9} {:>9} {:>9}", "route", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<58} {:>9} {:>9} {:>9}",
+        "route", "p50 ms", "p99 ms", "max ms"
+    );
     let until = chrono::Utc::now().timestamp();
     let routes: Vec<(&str, PathFn)> = vec![
         ("GET /sensor (newest 5)", Box::new(|_| "/sensor".into())),
@@ -47,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
             "GET /sensor?location=… (newest 5 of one location)",
             Box::new(|i| format!("/sensor?location=sensor-{}", i as i64 % LOCATIONS)),
         ),
-        ("GET /sensor/latest (all 1,000 locations)", Box::new(|_| "/sensor/latest".into())),
+        (
+            "GET /sensor/latest (all 1,000 locations)",
+            Box::new(|_| "/sensor/latest".into()),
+        ),
         (
             "GET /sensor/stats?bucket=1h, 24 h, one location",
             Box::new(move |i| {

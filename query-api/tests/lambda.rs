@@ -10,9 +10,15 @@ async fn binary_answers_api_gateway_events_under_lambda() {
     let answers = FakeLambdaRuntime::invoke(
         env!("CARGO_BIN_EXE_query-api"),
         &[("DATABASE_URL", &db.config.url)],
-        vec![event("query-get.json")],
+        vec![event("query-get.json"), event("query-get-named-stage.json")],
     )
     .await;
+    let (kind, response) = &answers[1];
+    assert!(kind.starts_with("response:"), "{kind}: {response}");
+    assert_eq!(
+        response["statusCode"], 200,
+        "a named stage is stripped: {response}"
+    );
     let (kind, response) = &answers[0];
     assert!(kind.starts_with("response:"), "{kind}: {response}");
     assert_eq!(response["statusCode"], 200, "{response}");

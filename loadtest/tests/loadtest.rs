@@ -438,3 +438,45 @@ async fn verify_reports_accepted_readings_that_never_arrive() {
     assert_eq!(v["verify"]["rows"], 0);
     assert_eq!(v["verify"]["complete"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_shows_in_every_request_scheduled_during_it() {
+    // The first POST takes a second; the rest answer at once.
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let app = axum::Router::new().route(
+        "/sensor",
+        axum::routing::post(move || {
+            let stall = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let url = listen(app).await;
+    let json = scratch("stall").join("out.json");
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--concurrency",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let v = read_json(&json);
+    assert_eq!(v["requests"]["total"], 40, "{v}");
+    // Nearly half the requests were due during the stall and waited for it; measured from
+    // their scheduled times, a quarter of all latencies are over half a second. (A sender
+    // that waits before scheduling the next request would report one slow request.)
+    let l = &v["latency_ms"];
+    assert!(l["max"].as_f64().unwrap() >= 1000.0, "{l}");
+    assert!(l["p90"].as_f64().unwrap() >= 500.0, "{l}");
+}

@@ -47,6 +47,7 @@ impl Progress {
             let bar = bar.clone();
             Some(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(200));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     let s = lock(&stats);

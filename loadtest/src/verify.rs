@@ -150,19 +150,26 @@ async fn poll(
     let mut polls = Vec::new();
     let mut failed = 0;
     let mut tick = tokio::time::interval(POLL_EVERY);
+    // A slow count delays the next one instead of bunching them up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // The count's snapshot is taken when the statement starts: that is when it saw.
+        let mut at = Utc::now();
         let counted = match &client {
             Some(c) => count(c, &locations, since).await,
             None => match connect(&url).await {
-                Ok(c) => count(client.insert(c), &locations, since).await,
+                Ok(c) => {
+                    at = Utc::now();
+                    count(client.insert(c), &locations, since).await
+                }
                 Err(e) => Err(e),
             },
         };
         let seen = match counted {
             Ok(n) => {
                 failed = 0;
-                polls.push((Utc::now().timestamp_micros(), n));
+                polls.push((at.timestamp_micros(), n));
                 Some(n)
             }
             Err(e) => {

@@ -323,3 +323,38 @@ async fn time_bucket_and_date_bin_agree_where_timescaledb_is_installed() {
         assert_eq!(tb, db_, "{bucket}");
     }
 }
+
+#[tokio::test]
+async fn old_batch_records_and_keys_are_pruned_and_recent_ones_kept() {
+    let db = TestDb::new().await;
+    db.store.ensure_schema().await.unwrap();
+    let c = db.client().await;
+    c.batch_execute(
+        "INSERT INTO ingest_batches (batch_id, part, written_at)
+         SELECT 'old-' || i, 0, now() - interval '30 days' FROM generate_series(1, 12000) i;
+         INSERT INTO ingest_batches (batch_id, part, written_at)
+         SELECT 'new-' || i, 0, now() - interval '1 day' FROM generate_series(1, 100) i;
+         INSERT INTO idempotency_keys (batch_id, body_hash, created_at)
+         VALUES ('old-key', 'h', now() - interval '30 days'), ('new-key', 'h', now());",
+    )
+    .await
+    .unwrap();
+    let pruned = db
+        .store
+        .prune(std::time::Duration::from_secs(21 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 12_001);
+    let left: Vec<String> = c
+        .query(
+            "SELECT DISTINCT split_part(batch_id, '-', 1) FROM ingest_batches
+             UNION ALL SELECT batch_id FROM idempotency_keys ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["new", "new-key"]);
+}

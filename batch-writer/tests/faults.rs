@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::Message;
 use batch_writer::poller::Poller;
-use readings::config::{IngestConfig, PollerConfig};
+use readings::config::PollerConfig;
 use readings::deadletter::{ATTR_CLASS, ATTR_ORIGINAL_ID, ATTR_REASON};
 use readings::envelope::pack;
 use readings::ingest::Ingestor;
@@ -17,7 +17,7 @@ use readings::queue::Sender;
 use readings::store::Store;
 use readings::testing::{PrivateCluster, TestDb, TestQueue};
 use readings::writer::{DeadLetterQueue, Writer};
-use readings::{Limits, Reading};
+use readings::Reading;
 use serde_json::{json, Value};
 
 fn readings(tag: &str, n: usize) -> Vec<Reading> {
@@ -203,17 +203,9 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
     let q = TestQueue::new().await;
     let store = Store::new(&cluster.db_config()).unwrap();
     let sender = Sender::new(q.client.clone(), &q.config).await;
-    let config = IngestConfig {
-        addr: ([127, 0, 0, 1], 0).into(),
-        max_body_bytes: 1 << 20,
-        max_readings: 10_000,
-        limits: Limits::default(),
-        coalesce_linger: std::time::Duration::ZERO,
-    };
+    let config = readings::testing::ingest_config();
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, store.clone())));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor", readings::testing::serve(app).await);
     let p = poller(&q, writer(store.clone(), &q), Duration::from_secs(60));
     tokio::spawn(p.run(std::future::pending()));
 
@@ -326,17 +318,9 @@ async fn a_retried_post_with_the_same_key_writes_once_and_another_body_is_422() 
     let db = TestDb::new().await;
     let q = TestQueue::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
-    let config = IngestConfig {
-        addr: ([127, 0, 0, 1], 0).into(),
-        max_body_bytes: 1 << 20,
-        max_readings: 10_000,
-        limits: Limits::default(),
-        coalesce_linger: std::time::Duration::ZERO,
-    };
+    let config = readings::testing::ingest_config();
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, db.store.clone())));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor", readings::testing::serve(app).await);
     tokio::spawn(
         poller(&q, writer(db.store.clone(), &q), Duration::from_secs(30))
             .run(std::future::pending()),

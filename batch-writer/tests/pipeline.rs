@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batch_writer::poller::Poller;
-use readings::config::{IngestConfig, PollerConfig};
+use readings::config::PollerConfig;
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
 use readings::testing::{TestDb, TestQueue};
 use readings::writer::Writer;
-use readings::Limits;
 use serde_json::{json, Value};
 
 struct Pipeline {
@@ -20,9 +19,7 @@ struct Pipeline {
 }
 
 async fn listen(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor", readings::testing::serve(app).await);
     url
 }
 
@@ -34,13 +31,7 @@ async fn start_with(linger: Duration) -> Pipeline {
     let db = TestDb::new().await;
     let q = TestQueue::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
-    let config = IngestConfig {
-        addr: ([127, 0, 0, 1], 0).into(),
-        max_body_bytes: 1 << 20,
-        max_readings: 10_000,
-        limits: Limits::default(),
-        coalesce_linger: std::time::Duration::ZERO,
-    };
+    let config = readings::testing::ingest_config();
     let mut ingestor = Ingestor::new(config, sender, db.store.clone());
     if !linger.is_zero() {
         ingestor = ingestor.with_coalescing(linger);

@@ -4,11 +4,9 @@
 use std::sync::Arc;
 
 use lambda_http::request::from_str;
-use readings::config::IngestConfig;
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
 use readings::testing::{event, TestDb, TestQueue};
-use readings::Limits;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -17,13 +15,7 @@ async fn sample_post_events_are_accepted() {
     let q = TestQueue::new().await;
     let db = TestDb::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
-    let config = IngestConfig {
-        addr: ([127, 0, 0, 1], 0).into(),
-        max_body_bytes: 1 << 20,
-        max_readings: 10_000,
-        limits: Limits::default(),
-        coalesce_linger: std::time::Duration::ZERO,
-    };
+    let config = readings::testing::ingest_config();
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, db.store.clone())));
     let mut expected = 0;
     for (file, readings) in [

@@ -21,9 +21,7 @@ async fn serve(sender: Sender, keys: Store) -> String {
         coalesce_linger: std::time::Duration::ZERO,
     };
     let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, keys)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor", readings::testing::serve(app).await);
     url
 }
 
@@ -354,9 +352,7 @@ async fn concurrent_single_reading_posts_share_messages_when_coalescing() {
     let ingestor = Ingestor::new(config, sender, no_database())
         .with_coalescing(std::time::Duration::from_millis(20));
     let app = ingest_api::router(Arc::new(ingestor));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor", readings::testing::serve(app).await);
 
     let client = reqwest::Client::new();
     let posts = (0..60).map(|i| {

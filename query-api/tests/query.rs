@@ -16,9 +16,7 @@ async fn setup() -> (TestDb, String) {
         .collect();
     db.insert(&rows).await;
     let app = query_api::router(db.store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor", readings::testing::serve(app).await);
     (db, url)
 }
 
@@ -143,9 +141,7 @@ async fn cursor_pages_walk_back_through_ties_without_gaps_or_repeats() {
     let refs: Vec<(i64, &str, f64)> = rows.iter().map(|(t, l, v)| (*t, l.as_str(), *v)).collect();
     db.insert(&refs).await;
     let app = query_api::router(db.store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor", readings::testing::serve(app).await);
 
     let client = reqwest::Client::new();
     let mut seen: Vec<(i64, String)> = Vec::new();
@@ -224,9 +220,7 @@ async fn stats_match_values_computed_here() {
         .collect();
     db.insert(&seed).await;
     let app = query_api::router(db.store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sensor/stats", listener.local_addr().unwrap());
-    tokio::spawn(readings::http::serve_on(app, listener));
+    let url = format!("{}/sensor/stats", readings::testing::serve(app).await);
 
     let expect = |bucket: i64, since: i64, until: i64, loc: Option<&str>| -> Vec<Value> {
         let mut groups: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();

@@ -128,6 +128,27 @@ fn pg_url(pg: &tokio_postgres::Config, db: &str) -> String {
     format!("postgres://{user}@{host}:{port}/{db}")
 }
 
+/// Ingest settings for tests: 1 MiB bodies, 10,000 readings, default limits, no coalescing.
+pub fn ingest_config() -> crate::config::IngestConfig {
+    crate::config::IngestConfig {
+        addr: ([127, 0, 0, 1], 0).into(),
+        max_body_bytes: 1 << 20,
+        max_readings: 10_000,
+        limits: crate::reading::Limits::default(),
+        coalesce_linger: Duration::ZERO,
+    }
+}
+
+/// Serves `app` on a free loopback port in the background; returns `http://host:port`.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(crate::http::serve_on(app, listener));
+    base
+}
+
 /// A sample event from the repository's `events/` folder.
 pub fn event(file: &str) -> serde_json::Value {
     let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));

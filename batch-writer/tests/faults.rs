@@ -15,31 +15,14 @@ use readings::envelope::pack;
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
 use readings::store::Store;
-use readings::testing::{PrivateCluster, TestDb, TestQueue};
+use readings::testing::{sample_readings, sqs_message, PrivateCluster, TestDb, TestQueue};
 use readings::writer::{DeadLetterQueue, Writer};
-use readings::Reading;
 use serde_json::{json, Value};
 
-fn readings(tag: &str, n: usize) -> Vec<Reading> {
-    (0..n)
-        .map(|i| Reading {
-            time: chrono::DateTime::from_timestamp_micros(1_710_000_000_000_000 + i as i64 * 1_000)
-                .unwrap(),
-            location: format!("{tag}-{i}"),
-            temperature: i as f64,
-        })
-        .collect()
-}
-
 fn body(batch: &str, tag: &str, n: usize) -> String {
-    pack(batch, &readings(tag, n), 262_144).unwrap().remove(0)
-}
-
-fn message(id: &str, body: &str) -> SqsMessage {
-    let mut m = SqsMessage::default();
-    m.message_id = Some(id.into());
-    m.body = Some(body.into());
-    m
+    pack(batch, &sample_readings(tag, n), 262_144)
+        .unwrap()
+        .remove(0)
 }
 
 fn event(messages: Vec<SqsMessage>) -> SqsEvent {
@@ -124,15 +107,18 @@ async fn duplicates_are_written_once() {
     let w = writer(db.store.clone(), &q);
     // The same SQS message delivered twice.
     let b1 = body("batch-1", "a", 5);
-    let first = w.handle(event(vec![message("m1", &b1)]), soon()).await;
-    let again = w.handle(event(vec![message("m1", &b1)]), soon()).await;
+    let first = w.handle(event(vec![sqs_message("m1", &b1)]), soon()).await;
+    let again = w.handle(event(vec![sqs_message("m1", &b1)]), soon()).await;
     assert!(first.batch_item_failures.is_empty() && again.batch_item_failures.is_empty());
     assert_eq!(db.count().await, 5);
     // The same batch in two different messages, in one event and across events.
     let b2 = body("batch-2", "b", 7);
-    w.handle(event(vec![message("m2", &b2), message("m3", &b2)]), soon())
-        .await;
-    w.handle(event(vec![message("m4", &b2)]), soon()).await;
+    w.handle(
+        event(vec![sqs_message("m2", &b2), sqs_message("m3", &b2)]),
+        soon(),
+    )
+    .await;
+    w.handle(event(vec![sqs_message("m4", &b2)]), soon()).await;
     assert_eq!(db.count().await, 12);
 }
 

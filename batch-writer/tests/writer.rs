@@ -2,31 +2,12 @@
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use batch_writer::poller::{Poller, Round};
 use readings::config::PollerConfig;
 use readings::envelope::pack;
-use readings::testing::{TestDb, TestQueue};
+use readings::testing::{sample_readings, sqs_message, TestDb, TestQueue};
 use readings::writer::Writer;
-use readings::Reading;
-
-fn readings(tag: &str, n: usize) -> Vec<Reading> {
-    (0..n)
-        .map(|i| Reading {
-            time: chrono::DateTime::from_timestamp_micros(1_710_000_000_000_000 + i as i64 * 1_000)
-                .unwrap(),
-            location: format!("{tag}-{i}"),
-            temperature: i as f64,
-        })
-        .collect()
-}
-
-fn message(id: &str, body: &str) -> SqsMessage {
-    let mut m = SqsMessage::default();
-    m.message_id = Some(id.into());
-    m.body = Some(body.into());
-    m
-}
 
 #[tokio::test]
 async fn one_undecodable_message_fails_alone() {
@@ -34,12 +15,12 @@ async fn one_undecodable_message_fails_alone() {
     let writer = Writer::new(db.store.clone());
     let mut event = SqsEvent::default();
     for i in 0..4 {
-        let body = pack(&format!("batch-{i}"), &readings("r", 3), 262_144).unwrap();
-        event.records.push(message(&format!("m{i}"), &body[0]));
+        let body = pack(&format!("batch-{i}"), &sample_readings("r", 3), 262_144).unwrap();
+        event.records.push(sqs_message(&format!("m{i}"), &body[0]));
     }
     event
         .records
-        .insert(2, message("poison", "{\"not\": \"an envelope\"}"));
+        .insert(2, sqs_message("poison", "{\"not\": \"an envelope\"}"));
 
     let response = writer.handle(event, soon()).await;
     let failed: Vec<&str> = response
@@ -69,8 +50,8 @@ async fn a_database_down_past_the_deadline_reports_every_message() {
     let writer = Writer::new(store);
     let mut event = SqsEvent::default();
     for i in 0..3 {
-        let body = pack(&format!("b{i}"), &readings("r", 2), 262_144).unwrap();
-        event.records.push(message(&format!("m{i}"), &body[0]));
+        let body = pack(&format!("b{i}"), &sample_readings("r", 2), 262_144).unwrap();
+        event.records.push(sqs_message(&format!("m{i}"), &body[0]));
     }
     let started = std::time::Instant::now();
     let deadline = started + Duration::from_secs(3);
@@ -110,7 +91,12 @@ async fn poller_deletes_what_was_written_and_leaves_failures_for_redelivery() {
     let db = TestDb::new().await;
     let q = TestQueue::new().await;
     for i in 0..5 {
-        let body = pack(&format!("p{i}"), &readings(&format!("p{i}"), 10), 262_144).unwrap();
+        let body = pack(
+            &format!("p{i}"),
+            &sample_readings(&format!("p{i}"), 10),
+            262_144,
+        )
+        .unwrap();
         q.client
             .send_message()
             .queue_url(q.url())
@@ -155,7 +141,9 @@ async fn poller_deletes_what_was_written_and_leaves_failures_for_redelivery() {
 async fn a_message_delivered_twice_is_written_once() {
     let db = TestDb::new().await;
     let q = TestQueue::new().await;
-    let body = pack("twice", &readings("t", 7), 262_144).unwrap().remove(0);
+    let body = pack("twice", &sample_readings("t", 7), 262_144)
+        .unwrap()
+        .remove(0);
     for _ in 0..2 {
         q.client
             .send_message()
@@ -192,9 +180,9 @@ async fn a_write_stuck_in_the_database_ends_at_the_deadline() {
         .await
         .unwrap();
     let writer = Writer::new(db.store.clone());
-    let body = pack("stuck", &readings("s", 3), 262_144).unwrap();
+    let body = pack("stuck", &sample_readings("s", 3), 262_144).unwrap();
     let mut event = SqsEvent::default();
-    event.records.push(message("m-stuck", &body[0]));
+    event.records.push(sqs_message("m-stuck", &body[0]));
     let started = std::time::Instant::now();
     let deadline = started + Duration::from_secs(2);
     let response = writer.handle(event, deadline).await;
@@ -207,7 +195,7 @@ async fn a_write_stuck_in_the_database_ends_at_the_deadline() {
     locker.batch_execute("ROLLBACK").await.unwrap();
     // The abandoned write left nothing behind, and the pool still works.
     let mut event = SqsEvent::default();
-    event.records.push(message("m-stuck", &body[0]));
+    event.records.push(sqs_message("m-stuck", &body[0]));
     assert!(writer
         .handle(event, soon())
         .await

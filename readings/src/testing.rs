@@ -149,6 +149,27 @@ pub async fn serve(app: axum::Router) -> String {
     base
 }
 
+/// `n` readings a millisecond apart from 2024-03-09T16:00:00Z, locations `{tag}-{i}`,
+/// temperatures 0, 1, 2, …
+pub fn sample_readings(tag: &str, n: usize) -> Vec<crate::Reading> {
+    (0..n)
+        .map(|i| crate::Reading {
+            time: chrono::DateTime::from_timestamp_micros(1_710_000_000_000_000 + i as i64 * 1_000)
+                .expect("in range"),
+            location: format!("{tag}-{i}"),
+            temperature: i as f64,
+        })
+        .collect()
+}
+
+/// An SQS message as Lambda delivers it, with an id and a body.
+pub fn sqs_message(id: &str, body: &str) -> aws_lambda_events::event::sqs::SqsMessage {
+    let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+    m.message_id = Some(id.into());
+    m.body = Some(body.into());
+    m
+}
+
 /// A sample event from the repository's `events/` folder.
 pub fn event(file: &str) -> serde_json::Value {
     let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));

@@ -81,10 +81,11 @@ pub async fn run(
             drop(permit);
         });
     }
-    // Wait for the requests in flight (after a Ctrl-C, until another one).
+    // Wait for the requests in flight, until a Ctrl-C (after one that stopped the
+    // schedule, the next one; once the schedule is done, the first).
     tokio::select! {
         all = slots.acquire_many(concurrency) => drop(all?),
-        _ = tokio::signal::ctrl_c(), if interrupted => {}
+        _ = tokio::signal::ctrl_c() => interrupted = true,
     }
     let end = Instant::now();
     let mut s = lock(&stats);

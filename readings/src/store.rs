@@ -252,14 +252,7 @@ impl Store {
         if let Some(kind) = current_schema(&client).await? {
             return Ok(kind);
         }
-        let tx = client.transaction().await.ctx("starting schema setup")?;
-        // "already exists, skipping" notices are the normal case here, not news.
-        tx.batch_execute("SET LOCAL client_min_messages = warning")
-            .await
-            .ctx("starting schema setup")?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-            .await
-            .ctx("taking the schema lock")?;
+        let tx = schema_transaction(&mut client).await?;
 
         let available: bool = tx
             .query_one(
@@ -472,13 +465,7 @@ impl Store {
     pub async fn apply_lifecycle(&self, cfg: &LifecycleConfig) -> Result<bool, StoreError> {
         let kind = self.ready().await?;
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await.ctx("starting lifecycle setup")?;
-        tx.batch_execute("SET LOCAL client_min_messages = warning")
-            .await
-            .ctx("starting lifecycle setup")?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-            .await
-            .ctx("taking the schema lock")?;
+        let tx = schema_transaction(&mut client).await?;
         let fingerprint = cfg.fingerprint();
         let recorded: Option<String> = tx
             .query_opt("SELECT lifecycle FROM pipeline_schema", &[])
@@ -548,22 +535,7 @@ impl Store {
         }
         let client = self.pool.get().await?;
         let cutoff = Utc::now() - chrono::TimeDelta::days(i64::from(cfg.retention_days));
-        let mut total = 0;
-        loop {
-            let n = client
-                .execute(
-                    "DELETE FROM sensor_data WHERE ctid = ANY(ARRAY(
-                         SELECT ctid FROM sensor_data WHERE time < $1
-                         LIMIT 5000 FOR UPDATE SKIP LOCKED))",
-                    &[&cutoff],
-                )
-                .await
-                .ctx("deleting expired readings")?;
-            total += n;
-            if n < 5000 {
-                return Ok(total);
-            }
-        }
+        delete_older_than(&client, "sensor_data", "time", cutoff).await
     }
 
     /// Claims the batch id of an `Idempotency-Key` for a body (by its hash). A later claim
@@ -617,27 +589,10 @@ impl Store {
         let client = self.pool.get().await?;
         let cutoff =
             Utc::now() - chrono::TimeDelta::from_std(older_than).unwrap_or(chrono::TimeDelta::MAX);
-        let mut total = 0;
-        for sql in [
-            "DELETE FROM ingest_batches WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM ingest_batches WHERE written_at < $1
-                 LIMIT 5000 FOR UPDATE SKIP LOCKED))",
-            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM idempotency_keys WHERE created_at < $1
-                 LIMIT 5000 FOR UPDATE SKIP LOCKED))",
-        ] {
-            loop {
-                let n = client
-                    .execute(sql, &[&cutoff])
-                    .await
-                    .ctx("pruning old batch records")?;
-                total += n;
-                if n < 5000 {
-                    break;
-                }
-            }
-        }
-        Ok(total)
+        Ok(
+            delete_older_than(&client, "ingest_batches", "written_at", cutoff).await?
+                + delete_older_than(&client, "idempotency_keys", "created_at", cutoff).await?,
+        )
     }
 
     /// The newest reading of every location (or of the given ones), by location. Driven by
@@ -780,6 +735,51 @@ impl Store {
             .await
             .ctx("reading recent readings")?;
         Ok(rows.into_iter().map(reading_from_row).collect())
+    }
+}
+
+/// A transaction for schema changes: serialised across processes by the schema advisory
+/// lock, with "already exists, skipping" notices (the normal case here) kept quiet.
+async fn schema_transaction(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    let tx = client.transaction().await.ctx("starting schema setup")?;
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .ctx("starting schema setup")?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .ctx("taking the schema lock")?;
+    Ok(tx)
+}
+
+/// Rows deleted per statement by [`delete_older_than`].
+const DELETE_CHUNK: u64 = 5000;
+
+/// Deletes the rows of `table` whose `column` is before `cutoff`, [`DELETE_CHUNK`] rows per
+/// statement, skipping rows other sessions hold, so writers never wait on it. `table` and
+/// `column` are this module's constants, never input. Returns how many rows went.
+async fn delete_older_than(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM {table} WHERE {column} < $1
+             LIMIT {DELETE_CHUNK} FOR UPDATE SKIP LOCKED))"
+    );
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(&sql, &[&cutoff])
+            .await
+            .ctx("deleting expired rows")?;
+        total += n;
+        if n < DELETE_CHUNK {
+            return Ok(total);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! away, poison messages, retried requests. Real PostgreSQL and SQS (moto); each test
 //! counts rows exactly.
 
+use readings::auth::Auth;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,7 +191,10 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
     let store = Store::new(&cluster.db_config()).unwrap();
     let sender = Sender::new(q.client.clone(), &q.config).await;
     let config = readings::testing::ingest_config();
-    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, store.clone())));
+    let app = ingest_api::router(
+        Arc::new(Ingestor::new(config, sender, store.clone())),
+        &Auth::Off,
+    );
     let url = format!("{}/sensor", readings::testing::serve(app).await);
     let p = poller(&q, writer(store.clone(), &q), Duration::from_secs(60));
     tokio::spawn(p.run(std::future::pending()));
@@ -305,7 +309,10 @@ async fn a_retried_post_with_the_same_key_writes_once_and_another_body_is_422() 
     let q = TestQueue::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
     let config = readings::testing::ingest_config();
-    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, db.store.clone())));
+    let app = ingest_api::router(
+        Arc::new(Ingestor::new(config, sender, db.store.clone())),
+        &Auth::Off,
+    );
     let url = format!("{}/sensor", readings::testing::serve(app).await);
     tokio::spawn(
         poller(&q, writer(db.store.clone(), &q), Duration::from_secs(30))

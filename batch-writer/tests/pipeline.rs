@@ -1,6 +1,7 @@
 //! The whole pipeline in one process, each function on its local host: HTTP → ingest-api →
 //! SQS (moto) → batch-writer poller → PostgreSQL → query-api → HTTP.
 
+use readings::auth::Auth;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +37,8 @@ async fn start_with(linger: Duration) -> Pipeline {
     if !linger.is_zero() {
         ingestor = ingestor.with_coalescing(linger);
     }
-    let ingest = listen(ingest_api::router(Arc::new(ingestor))).await;
-    let query = listen(query_api::router(db.store.clone())).await;
+    let ingest = listen(ingest_api::router(Arc::new(ingestor), &Auth::Off)).await;
+    let query = listen(query_api::router(db.store.clone(), &Auth::Off)).await;
     let poller = Poller::new(
         q.client.clone(),
         q.url().to_owned(),

@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use readings::config::{in_lambda, DbConfig, IngestConfig, QueueConfig};
+use readings::auth::{Auth, Scope};
+use readings::config::{in_lambda, AuthConfig, DbConfig, IngestConfig, QueueConfig};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
 use readings::queue::{self, Sender};
@@ -17,10 +18,10 @@ use readings::store::Store;
 /// The header a client sets to make retries of one request safe.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// The ingest routes.
-pub fn router(ingestor: Arc<Ingestor>) -> Router {
-    Router::new()
-        .route("/sensor", post(post_sensor).fallback(method_not_allowed))
+/// The ingest routes; `POST /sensor` needs a key with the `ingest` scope.
+pub fn router(ingestor: Arc<Ingestor>, auth: &Auth) -> Router {
+    let routes = Router::new().route("/sensor", post(post_sensor).fallback(method_not_allowed));
+    auth.protect(routes, Scope::Ingest)
         .fallback(not_found)
         .with_state(ingestor)
 }
@@ -78,14 +79,15 @@ pub async fn run() -> anyhow::Result<()> {
     let config = IngestConfig::from_env()?;
     let queue_config = QueueConfig::from_env()?;
     let sender = Sender::new(queue::client().await, &queue_config).await;
-    // Only requests with an Idempotency-Key use the database; connections open lazily.
-    let keys = Store::new(&DbConfig::from_env()?)?;
+    // API keys and Idempotency-Keys live in the database; connections open lazily.
+    let store = Store::new(&DbConfig::from_env()?)?;
+    let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
     let addr = config.addr;
     let linger = config.coalesce_linger;
-    let mut ingestor = Ingestor::new(config, sender, keys);
+    let mut ingestor = Ingestor::new(config, sender, store);
     if !in_lambda() && !linger.is_zero() {
         ingestor = ingestor.with_coalescing(linger);
     }
-    serve(router(Arc::new(ingestor)), addr).await
+    serve(router(Arc::new(ingestor), &auth), addr).await
 }

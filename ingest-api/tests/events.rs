@@ -1,6 +1,7 @@
 //! The sample API Gateway events in events/ run through the router as Lambda would deliver
 //! them, so they never rot.
 
+use readings::auth::Auth;
 use std::sync::Arc;
 
 use lambda_http::request::from_str;
@@ -16,7 +17,10 @@ async fn sample_post_events_are_accepted() {
     let db = TestDb::new().await;
     let sender = Sender::new(q.client.clone(), &q.config).await;
     let config = readings::testing::ingest_config();
-    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, db.store.clone())));
+    let app = ingest_api::router(
+        Arc::new(Ingestor::new(config, sender, db.store.clone())),
+        &Auth::Off,
+    );
     let mut expected = 0;
     for (file, readings) in [
         ("ingest-post-one.json", 1),

@@ -1,6 +1,7 @@
 //! ingest-api over HTTP against a real SQS API (moto): what is accepted is on the queue,
 //! what is refused says why and leaves the queue empty.
 
+use readings::auth::Auth;
 use std::sync::Arc;
 
 use readings::config::{DbConfig, IngestConfig, QueueConfig};
@@ -20,7 +21,7 @@ async fn serve(sender: Sender, keys: Store) -> String {
         limits: Limits::default(),
         coalesce_linger: std::time::Duration::ZERO,
     };
-    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, keys)));
+    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, keys)), &Auth::Off);
     let url = format!("{}/sensor", readings::testing::serve(app).await);
     url
 }
@@ -351,7 +352,7 @@ async fn concurrent_single_reading_posts_share_messages_when_coalescing() {
     };
     let ingestor = Ingestor::new(config, sender, no_database())
         .with_coalescing(std::time::Duration::from_millis(20));
-    let app = ingest_api::router(Arc::new(ingestor));
+    let app = ingest_api::router(Arc::new(ingestor), &Auth::Off);
     let url = format!("{}/sensor", readings::testing::serve(app).await);
 
     let client = reqwest::Client::new();

@@ -2,6 +2,7 @@
 //! (ingest router and query router on 127.0.0.1:0, the writer's poller, a database and a
 //! queue of the test's own), and the binary is pointed at its URLs.
 
+use readings::auth::Auth;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,8 +33,8 @@ async fn pipeline() -> Pipeline {
     let sender = Sender::new(q.client.clone(), &q.config).await;
     let config = readings::testing::ingest_config();
     let ingestor = Ingestor::new(config, sender, db.store.clone());
-    let ingest = listen(ingest_api::router(Arc::new(ingestor))).await;
-    let query = listen(query_api::router(db.store.clone())).await;
+    let ingest = listen(ingest_api::router(Arc::new(ingestor), &Auth::Off)).await;
+    let query = listen(query_api::router(db.store.clone(), &Auth::Off)).await;
     let poller = Poller::new(
         q.client.clone(),
         q.url().to_owned(),

@@ -5,6 +5,7 @@
 //! `BENCH_DATABASE_URL` at a database of your own (e.g. one with TimescaleDB) and run
 //! `cargo bench -p query-api --bench query_latency`.
 
+use readings::auth::Auth;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -32,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let kind = store.ready().await?;
     seed(&store).await?;
 
-    let app = query_api::router(store);
+    let app = query_api::router(store, &Auth::Off);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(readings::http::serve_on(app, listener));

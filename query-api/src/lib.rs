@@ -8,7 +8,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use readings::config::{DbConfig, QueryConfig};
+use readings::auth::{Auth, Scope};
+use readings::config::{AuthConfig, DbConfig, QueryConfig};
 use readings::http::{not_found, serve, ApiError};
 use readings::query::{
     parse_latest, parse_recent, parse_stats, Cursor, Format, ParamError, ReadingOut,
@@ -19,15 +20,16 @@ use serde::Serialize;
 /// The header that carries the cursor of the next page of `GET /sensor`.
 pub const NEXT_CURSOR: &str = "next-cursor";
 
-/// The query routes.
-pub fn router(store: Store) -> Router {
-    Router::new()
+/// The query routes; each needs a key with the `query` scope.
+pub fn router(store: Store, auth: &Auth) -> Router {
+    let routes = Router::new()
         .route("/sensor", get(get_sensor).fallback(method_not_allowed))
         .route(
             "/sensor/latest",
             get(get_latest).fallback(method_not_allowed),
         )
-        .route("/sensor/stats", get(get_stats).fallback(method_not_allowed))
+        .route("/sensor/stats", get(get_stats).fallback(method_not_allowed));
+    auth.protect(routes, Scope::Query)
         .fallback(not_found)
         .with_state(store)
 }
@@ -208,6 +210,7 @@ fn store_error(e: StoreError) -> ApiError {
 pub async fn run() -> anyhow::Result<()> {
     let config = QueryConfig::from_env()?;
     let store = Store::new(&DbConfig::from_env()?)?;
+    let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!("query-api starting");
-    serve(router(store), config.addr).await
+    serve(router(store, &auth), config.addr).await
 }

@@ -2,6 +2,7 @@
 //! them, so they never rot.
 
 use lambda_http::request::from_str;
+use readings::auth::Auth;
 use readings::testing::{event, TestDb};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -14,7 +15,7 @@ async fn sample_get_events_answer() {
         (1_678_882_393_000_000, "kitchen", 71.5),
     ])
     .await;
-    let app = query_api::router(db.store.clone());
+    let app = query_api::router(db.store.clone(), &Auth::Off);
     // As the Lambda host serves it: named stages are stripped from the path.
     let app = app.map_request(readings::http::strip_stage::<lambda_http::Body>);
     for (file, rows) in [

@@ -1,16 +1,21 @@
 //! The real query-api binary under a stand-in Lambda Runtime API.
 
-use readings::testing::{event, FakeLambdaRuntime, TestDb};
+use readings::auth::Scope;
+use readings::testing::{event_with_key, FakeLambdaRuntime, TestDb};
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn binary_answers_api_gateway_events_under_lambda() {
     let db = TestDb::new().await;
     db.insert(&[(1_678_925_592_000_000, "bedroom", 66.0)]).await;
+    let key = db.api_key(&[Scope::Query]).await;
     let answers = FakeLambdaRuntime::invoke(
         env!("CARGO_BIN_EXE_query-api"),
         &[("DATABASE_URL", &db.config.url)],
-        vec![event("query-get.json"), event("query-get-named-stage.json")],
+        vec![
+            event_with_key("query-get.json", &key),
+            event_with_key("query-get-named-stage.json", &key),
+        ],
     )
     .await;
     let (kind, response) = &answers[1];

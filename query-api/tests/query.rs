@@ -1,5 +1,6 @@
 //! query-api over HTTP against a real PostgreSQL.
 
+use readings::auth::Auth;
 use readings::testing::TestDb;
 use serde_json::{json, Value};
 
@@ -15,7 +16,7 @@ async fn setup() -> (TestDb, String) {
         })
         .collect();
     db.insert(&rows).await;
-    let app = query_api::router(db.store.clone());
+    let app = query_api::router(db.store.clone(), &Auth::Off);
     let url = format!("{}/sensor", readings::testing::serve(app).await);
     (db, url)
 }
@@ -140,7 +141,7 @@ async fn cursor_pages_walk_back_through_ties_without_gaps_or_repeats() {
         .collect();
     let refs: Vec<(i64, &str, f64)> = rows.iter().map(|(t, l, v)| (*t, l.as_str(), *v)).collect();
     db.insert(&refs).await;
-    let app = query_api::router(db.store.clone());
+    let app = query_api::router(db.store.clone(), &Auth::Off);
     let url = format!("{}/sensor", readings::testing::serve(app).await);
 
     let client = reqwest::Client::new();
@@ -219,7 +220,7 @@ async fn stats_match_values_computed_here() {
         .map(|(t, l, v)| (t * 1_000_000, *l, *v))
         .collect();
     db.insert(&seed).await;
-    let app = query_api::router(db.store.clone());
+    let app = query_api::router(db.store.clone(), &Auth::Off);
     let url = format!("{}/sensor/stats", readings::testing::serve(app).await);
 
     let expect = |bucket: i64, since: i64, until: i64, loc: Option<&str>| -> Vec<Value> {

@@ -101,6 +101,45 @@ impl DbConfig {
     }
 }
 
+/// API-key checks of the two HTTP functions.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `AUTH`: `api-keys` (the default) or `off`. `off` lets every request through; it is
+    /// refused under Lambda and logs a warning locally.
+    pub enabled: bool,
+    /// `AUTH_CACHE_SECS`: how long a key lookup is reused (0: never), and so the longest a
+    /// revoked key keeps working in a running function.
+    pub cache_ttl: Duration,
+}
+
+impl AuthConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mode = env_or("AUTH", "api-keys".to_owned())?;
+        let enabled = match mode.to_ascii_lowercase().as_str() {
+            "api-keys" | "on" => true,
+            "off" if in_lambda() => {
+                return Err(ConfigError::Invalid {
+                    name: "AUTH",
+                    value: mode,
+                    reason: "turning API keys off is for local runs only, not under Lambda".into(),
+                })
+            }
+            "off" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "AUTH",
+                    value: mode,
+                    reason: "expected `api-keys` or `off`".into(),
+                })
+            }
+        };
+        Ok(AuthConfig {
+            enabled,
+            cache_ttl: Duration::from_secs(env_or("AUTH_CACHE_SECS", 30u64)?),
+        })
+    }
+}
+
 /// The SQS queue readings travel through. The endpoint comes from the AWS SDK's own
 /// settings (`AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL`), the region from `AWS_REGION`.
 #[derive(Debug, Clone)]

@@ -2,8 +2,9 @@
 //! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
 //! sender ([`queue`]), the PostgreSQL store ([`store`]), the writer's SQS handler
 //! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), and the host that
-//! runs an HTTP function under Lambda or locally ([`http`]).
+//! runs an HTTP function under Lambda or locally ([`http`]), with API keys ([`auth`]).
 
+pub mod auth;
 pub mod coalesce;
 pub mod config;
 pub mod deadletter;

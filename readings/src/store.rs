@@ -111,7 +111,7 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
 }
 
 /// Bumped whenever `ensure_schema` creates something new.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// The table kind recorded by a setup of the current version, if there was one.
 async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<TableKind>, StoreError> {
@@ -152,6 +152,32 @@ pub struct WriteReport {
     pub parts_written: usize,
     /// Batch parts skipped because an earlier call had already written them.
     pub parts_skipped: usize,
+}
+
+/// A row of `api_keys`: an API key as stored, by the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The public part of the key, shown by `keys list`.
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// SHA-256 of the whole key.
+    pub key_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const KEY_SELECT: &str = "SELECT id, name, scopes, key_hash, created_at, revoked_at FROM api_keys";
+
+fn stored_key(row: &tokio_postgres::Row) -> StoredKey {
+    StoredKey {
+        id: row.get(0),
+        name: row.get(1),
+        scopes: row.get(2),
+        key_hash: row.get(3),
+        created_at: row.get(4),
+        revoked_at: row.get(5),
+    }
 }
 
 /// Filters for the newest-readings query.
@@ -307,6 +333,14 @@ impl Store {
              CREATE TABLE IF NOT EXISTS sensor_locations (
                  location   TEXT        PRIMARY KEY,
                  first_seen TIMESTAMPTZ NOT NULL DEFAULT now()
+             );
+             CREATE TABLE IF NOT EXISTS api_keys (
+                 id         TEXT        PRIMARY KEY,
+                 name       TEXT        NOT NULL,
+                 scopes     TEXT[]      NOT NULL,
+                 key_hash   BYTEA       NOT NULL,
+                 created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                 revoked_at TIMESTAMPTZ
              );",
         )
         .await
@@ -579,6 +613,68 @@ impl Store {
         } else {
             Claim::Conflict
         })
+    }
+
+    /// Records a new API key (only its hash).
+    pub async fn insert_api_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO api_keys (id, name, scopes, key_hash, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &key.id,
+                    &key.name,
+                    &key.scopes,
+                    &key.key_hash,
+                    &key.created_at,
+                ],
+            )
+            .await
+            .ctx("recording an API key")?;
+        Ok(())
+    }
+
+    /// The API key with this id, revoked or not.
+    pub async fn api_key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(&format!("{KEY_SELECT} WHERE id = $1"))
+            .await
+            .ctx("preparing the API key lookup")?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .ctx("looking up an API key")?;
+        Ok(row.map(|r| stored_key(&r)))
+    }
+
+    /// Every API key, oldest first.
+    pub async fn api_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(&format!("{KEY_SELECT} ORDER BY created_at, id"), &[])
+            .await
+            .ctx("listing API keys")?;
+        Ok(rows.iter().map(stored_key).collect())
+    }
+
+    /// Marks an API key revoked. Returns false when there is no key with this id; revoking
+    /// twice keeps the first revocation time.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<bool, StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .ctx("revoking an API key")?;
+        Ok(n > 0)
     }
 
     /// Deletes batch records and idempotency keys older than `older_than`, a few thousand

@@ -75,6 +75,14 @@ impl TestDb {
         self.store.write(&[&part]).await.expect("seed readings");
     }
 
+    /// A new API key with these scopes, in this test's database.
+    pub async fn api_key(&self, scopes: &[crate::auth::Scope]) -> String {
+        crate::auth::create_key(&self.store, "test", scopes)
+            .await
+            .expect("create an API key")
+            .key
+    }
+
     /// A plain connection to this test's database.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.config.url, NoTls)
@@ -126,6 +134,13 @@ fn pg_url(pg: &tokio_postgres::Config, db: &str) -> String {
     let port = pg.get_ports().first().copied().unwrap_or(5432);
     let user = pg.get_user().unwrap_or("postgres");
     format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+/// An API Gateway event from `events/` carrying `key` as its bearer token.
+pub fn event_with_key(file: &str, key: &str) -> serde_json::Value {
+    let mut e = event(file);
+    e["headers"]["authorization"] = serde_json::Value::String(format!("Bearer {key}"));
+    e
 }
 
 /// Ingest settings for tests: 1 MiB bodies, 10,000 readings, default limits, no coalescing.

@@ -2,14 +2,14 @@
 //! (ingest router and query router on 127.0.0.1:0, the writer's poller, a database and a
 //! queue of the test's own), and the binary is pointed at its URLs.
 
-use readings::auth::Auth;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use batch_writer::poller::Poller;
-use readings::config::PollerConfig;
+use readings::auth::{Auth, Scope};
+use readings::config::{AuthConfig, PollerConfig};
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
 use readings::testing::{TestDb, TestQueue};
@@ -20,6 +20,8 @@ struct Pipeline {
     db: TestDb,
     ingest: String,
     query: String,
+    /// A key with both scopes: the APIs check keys, as deployed.
+    key: String,
 }
 
 async fn listen(app: axum::Router) -> String {
@@ -33,8 +35,16 @@ async fn pipeline() -> Pipeline {
     let sender = Sender::new(q.client.clone(), &q.config).await;
     let config = readings::testing::ingest_config();
     let ingestor = Ingestor::new(config, sender, db.store.clone());
-    let ingest = listen(ingest_api::router(Arc::new(ingestor), &Auth::Off)).await;
-    let query = listen(query_api::router(db.store.clone(), &Auth::Off)).await;
+    let auth = Auth::new(
+        &AuthConfig {
+            enabled: true,
+            cache_ttl: Duration::from_secs(30),
+        },
+        db.store.clone(),
+    );
+    let key = db.api_key(&[Scope::Ingest, Scope::Query]).await;
+    let ingest = listen(ingest_api::router(Arc::new(ingestor), &auth)).await;
+    let query = listen(query_api::router(db.store.clone(), &auth)).await;
     let poller = Poller::new(
         q.client.clone(),
         q.url().to_owned(),
@@ -48,7 +58,12 @@ async fn pipeline() -> Pipeline {
         Writer::new(db.store.clone()),
     );
     tokio::spawn(poller.run(std::future::pending()));
-    Pipeline { db, ingest, query }
+    Pipeline {
+        db,
+        ingest,
+        query,
+        key,
+    }
 }
 
 /// Runs the binary to completion.
@@ -85,6 +100,8 @@ async fn a_run_lands_every_reading_exactly_once() {
     let dir = scratch("full");
     let (json, svg) = (dir.join("out.json"), dir.join("out.svg"));
     let out = loadtest(&[
+        "--api-key",
+        &p.key,
         "--ingest-url",
         &p.ingest,
         "--rate",
@@ -157,6 +174,8 @@ async fn a_run_lands_every_reading_exactly_once() {
 async fn a_breached_threshold_exits_2_and_names_it() {
     let p = pipeline().await;
     let out = loadtest(&[
+        "--api-key",
+        &p.key,
         "--ingest-url",
         &p.ingest,
         "--rate",
@@ -186,6 +205,8 @@ async fn a_query_ratio_mixes_in_get_requests() {
     let p = pipeline().await;
     let json = scratch("query").join("out.json");
     let out = loadtest(&[
+        "--api-key",
+        &p.key,
         "--ingest-url",
         &p.ingest,
         "--query-url",

@@ -19,6 +19,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use aws_sdk_sqs::Client;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
+use tracing::Instrument;
 
 use crate::config::LifecycleConfig;
 use crate::deadletter::{self, DeadLetter, Failure, FailureClass};
@@ -115,7 +116,7 @@ impl Writer {
         let dead = tally.dead.len();
         for letter in &tally.dead {
             tracing::warn!(message_id = %letter.message_id, class = %letter.failure.class,
-                reason = %letter.failure.reason, "message dead-lettered");
+                reason = %letter.failure.loggable_reason(), "message dead-lettered");
         }
         match &self.dlq {
             Some(dlq) if dead > 0 => {
@@ -254,7 +255,9 @@ impl Writer {
         let store = self.store.clone();
         let retention = self.retention;
         let lifecycle = self.lifecycle.clone();
-        tokio::spawn(async move {
+        // In the span of the batch that triggered it, so its logs name that invocation.
+        let span = tracing::Span::current();
+        let maintenance = async move {
             if let Err(e) = store.apply_lifecycle(&lifecycle).await {
                 tracing::warn!(error = %e, "applying lifecycle settings failed");
             }
@@ -267,7 +270,8 @@ impl Writer {
                 Ok(n) => tracing::info!(rows = n, "deleted readings past their retention"),
                 Err(e) => tracing::warn!(error = %e, "deleting expired readings failed"),
             }
-        });
+        };
+        tokio::spawn(maintenance.instrument(span));
     }
 }
 

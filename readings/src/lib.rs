@@ -1,8 +1,9 @@
 //! Sensor readings through the pipeline: the reading model and its validation
 //! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
 //! sender ([`queue`]), the PostgreSQL store ([`store`]), the writer's SQS handler
-//! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), and the host that
-//! runs an HTTP function under Lambda or locally ([`http`]).
+//! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), the host that
+//! runs an HTTP function under Lambda or locally ([`http`]), logs ([`telemetry`]) and
+//! CloudWatch metrics ([`metrics`]).
 
 pub mod coalesce;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod deadletter;
 pub mod envelope;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod queue;
 pub mod reading;

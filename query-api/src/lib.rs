@@ -206,6 +206,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 /// Builds the function from the environment and serves it (Lambda or local HTTP).
 pub async fn run() -> anyhow::Result<()> {
+    readings::metrics::init()?;
     let config = QueryConfig::from_env()?;
     let store = Store::new(&DbConfig::from_env()?)?;
     tracing::info!("query-api starting");

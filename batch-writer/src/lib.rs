@@ -39,6 +39,7 @@ pub async fn writer_from_env() -> anyhow::Result<Writer> {
 
 /// Builds the function from the environment and runs it (Lambda or local poller).
 pub async fn run() -> anyhow::Result<()> {
+    readings::metrics::init()?;
     let writer = writer_from_env().await?;
     if in_lambda() {
         // The pool lives in `writer`, created once per process and reused by every invocation.

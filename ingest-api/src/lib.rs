@@ -12,6 +12,7 @@ use readings::auth::{Auth, Scope};
 use readings::config::{in_lambda, AuthConfig, DbConfig, IngestConfig, QueueConfig};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
+use readings::metrics;
 use readings::queue::{self, Sender};
 use readings::store::Store;
 
@@ -42,10 +43,14 @@ async fn post_sensor(
     let result = ingest(&ingestor, &headers, body).await;
     let ms = started.elapsed().as_millis() as u64;
     match &result {
-        Ok(a) => tracing::info!(accepted = a.accepted, messages = a.messages,
-            batch_id = %a.batch_id, duration_ms = ms, "readings enqueued"),
+        Ok(a) => {
+            tracing::info!(accepted = a.accepted, messages = a.messages,
+                batch_id = %a.batch_id, duration_ms = ms, "readings enqueued");
+            metrics::readings_accepted(a.accepted, a.messages, &a.batch_id);
+        }
         Err(e) => {
-            tracing::info!(status = e.status.as_u16(), error = %e.error, duration_ms = ms, "request refused")
+            tracing::info!(status = e.status.as_u16(), error = %e.error, duration_ms = ms, "request refused");
+            metrics::request_rejected(e.status.as_u16());
         }
     }
     result.map(|a| (StatusCode::ACCEPTED, Json(a)))
@@ -76,6 +81,7 @@ async fn ingest(
 
 /// Builds the function from the environment and serves it (Lambda or local HTTP).
 pub async fn run() -> anyhow::Result<()> {
+    metrics::init()?;
     let config = IngestConfig::from_env()?;
     let queue_config = QueueConfig::from_env()?;
     let sender = Sender::new(queue::client().await, &queue_config).await;

@@ -208,6 +208,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 /// Builds the function from the environment and serves it (Lambda or local HTTP).
 pub async fn run() -> anyhow::Result<()> {
+    readings::metrics::init()?;
     let config = QueryConfig::from_env()?;
     let store = Store::new(&DbConfig::from_env()?)?;
     let auth = Auth::new(&AuthConfig::from_env()?, store.clone());

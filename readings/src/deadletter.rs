@@ -89,6 +89,20 @@ pub struct Failure {
     pub sqlstate: Option<String>,
 }
 
+impl Failure {
+    /// The reason as it may be logged. Reasons that can quote the message's data (a
+    /// decoder's complaint about a value, a value the database refused) have their quoted
+    /// text replaced by `…`; the DLQ's `failure_reason` attribute keeps the whole reason.
+    pub fn loggable_reason(&self) -> String {
+        match self.class {
+            FailureClass::Operator | FailureClass::UnsupportedVersion => self.reason.clone(),
+            FailureClass::Undecodable | FailureClass::InvalidReading | FailureClass::DataError => {
+                crate::telemetry::redact_quoted(&self.reason)
+            }
+        }
+    }
+}
+
 /// One message bound for the DLQ.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

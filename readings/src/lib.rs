@@ -1,8 +1,9 @@
 //! Sensor readings through the pipeline: the reading model and its validation
 //! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
 //! sender ([`queue`]), the PostgreSQL store ([`store`]), the writer's SQS handler
-//! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), and the host that
-//! runs an HTTP function under Lambda or locally ([`http`]), with API keys ([`auth`]).
+//! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), the host that
+//! runs an HTTP function under Lambda or locally ([`http`]), API keys ([`auth`]), logs
+//! ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
 
 pub mod auth;
 pub mod coalesce;
@@ -11,6 +12,7 @@ pub mod deadletter;
 pub mod envelope;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod queue;
 pub mod reading;

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -152,6 +153,10 @@ pub struct WriteReport {
     pub parts_written: usize,
     /// Batch parts skipped because an earlier call had already written them.
     pub parts_skipped: usize,
+    /// Readings in the skipped parts, not written again.
+    pub rows_skipped: u64,
+    /// Time spent in the binary COPY.
+    pub copy_time: Duration,
 }
 
 /// A row of `api_keys`: an API key as stored, by the hash of its secret.
@@ -430,6 +435,7 @@ impl Store {
 
         let mut report = WriteReport::default();
         let mut seen = HashSet::new();
+        let copy_started = Instant::now();
         let sink = tx
             .copy_in("COPY sensor_data (time, location, temperature) FROM STDIN (FORMAT binary)")
             .await
@@ -440,6 +446,7 @@ impl Store {
             let key = (part.id.clone(), part.part as i32);
             if !new.contains(&key) || !seen.insert(key) {
                 report.parts_skipped += 1;
+                report.rows_skipped += part.readings.len() as u64;
                 continue;
             }
             report.parts_written += 1;
@@ -453,6 +460,7 @@ impl Store {
             }
         }
         report.rows = writer.finish().await.ctx("finishing COPY")?;
+        report.copy_time = copy_started.elapsed();
 
         // Register locations this process has not seen written yet (for /sensor/latest).
         let fresh: Vec<&str> = {

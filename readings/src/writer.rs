@@ -19,10 +19,12 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use aws_sdk_sqs::Client;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
+use tracing::Instrument;
 
 use crate::config::LifecycleConfig;
 use crate::deadletter::{self, DeadLetter, Failure, FailureClass};
 use crate::envelope::{self, BatchPart, EnvelopeError};
+use crate::metrics;
 use crate::reading::check_location;
 use crate::store::{ErrorKind, Store, WriteReport};
 
@@ -115,27 +117,43 @@ impl Writer {
         let dead = tally.dead.len();
         for letter in &tally.dead {
             tracing::warn!(message_id = %letter.message_id, class = %letter.failure.class,
-                reason = %letter.failure.reason, "message dead-lettered");
+                reason = %letter.failure.loggable_reason(), "message dead-lettered");
         }
+        let mut dlq_sent = 0;
         match &self.dlq {
             Some(dlq) if dead > 0 => {
                 let unsent = deadletter::send(&dlq.client, &dlq.url, &tally.dead).await;
+                dlq_sent = dead - unsent.len();
                 tally.retry.extend(unsent);
             }
             _ => tally
                 .retry
                 .extend(tally.dead.iter().map(|l| l.message_id.clone())),
         }
+        let report = &tally.report;
         tracing::info!(
             messages = total,
-            rows = tally.report.rows,
-            parts_written = tally.report.parts_written,
-            parts_skipped = tally.report.parts_skipped,
+            rows = report.rows,
+            parts_written = report.parts_written,
+            parts_skipped = report.parts_skipped,
+            rows_skipped = report.rows_skipped,
             dead_lettered = dead,
+            dlq_sent,
             failed = tally.retry.len(),
+            copy_ms = report.copy_time.as_secs_f64() * 1000.0,
             duration_ms = started.elapsed().as_millis() as u64,
             "batch handled"
         );
+        let mut m = metrics::Record::new();
+        m.count(metrics::BATCH_SIZE, total as u64)
+            .count(metrics::ROWS_WRITTEN, report.rows)
+            .count(metrics::DUPLICATES_SKIPPED, report.rows_skipped)
+            .count(metrics::DLQ_SENDS, dlq_sent as u64);
+        // Every successful write runs one COPY, even of nothing.
+        if report.parts_written + report.parts_skipped > 0 {
+            m.duration(metrics::COPY_DURATION, report.copy_time);
+        }
+        m.emit();
         self.maybe_maintain();
 
         let mut response = SqsBatchResponse::default();
@@ -220,6 +238,8 @@ impl Writer {
                     report.rows += r.rows;
                     report.parts_written += r.parts_written;
                     report.parts_skipped += r.parts_skipped;
+                    report.rows_skipped += r.rows_skipped;
+                    report.copy_time += r.copy_time;
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Transient => {
@@ -254,7 +274,9 @@ impl Writer {
         let store = self.store.clone();
         let retention = self.retention;
         let lifecycle = self.lifecycle.clone();
-        tokio::spawn(async move {
+        // In the span of the batch that triggered it, so its logs name that invocation.
+        let span = tracing::Span::current();
+        let maintenance = async move {
             if let Err(e) = store.apply_lifecycle(&lifecycle).await {
                 tracing::warn!(error = %e, "applying lifecycle settings failed");
             }
@@ -267,7 +289,8 @@ impl Writer {
                 Ok(n) => tracing::info!(rows = n, "deleted readings past their retention"),
                 Err(e) => tracing::warn!(error = %e, "deleting expired readings failed"),
             }
-        });
+        };
+        tokio::spawn(maintenance.instrument(span));
     }
 }
 

@@ -115,8 +115,10 @@ async fn a_part_is_written_once_however_often_it_arrives() {
 
     let r = db.store.write(&[&a0, &a0, &a1]).await.unwrap();
     assert_eq!((r.rows, r.parts_written, r.parts_skipped), (3, 2, 1));
+    assert_eq!(r.rows_skipped, 2);
     let r = db.store.write(&[&a1, &b0, &a0]).await.unwrap();
     assert_eq!((r.rows, r.parts_written, r.parts_skipped), (1, 1, 2));
+    assert_eq!(r.rows_skipped, 3);
     assert_eq!(
         db.rows().await,
         [

@@ -7,63 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use batch_writer::poller::Poller;
-use readings::auth::{Auth, Scope};
-use readings::config::{AuthConfig, PollerConfig};
-use readings::ingest::Ingestor;
-use readings::queue::Sender;
-use readings::testing::{TestDb, TestQueue};
-use readings::writer::Writer;
+use local_pipeline::LocalPipeline as Pipeline;
+use readings::testing::TestDb;
 use serde_json::Value;
 
-struct Pipeline {
-    db: TestDb,
-    ingest: String,
-    query: String,
-    /// A key with both scopes: the APIs check keys, as deployed.
-    key: String,
-}
-
-async fn listen(app: axum::Router) -> String {
-    let url = format!("{}/sensor", readings::testing::serve(app).await);
-    url
-}
-
 async fn pipeline() -> Pipeline {
-    let db = TestDb::new().await;
-    let q = TestQueue::new().await;
-    let sender = Sender::new(q.client.clone(), &q.config).await;
-    let config = readings::testing::ingest_config();
-    let ingestor = Ingestor::new(config, sender, db.store.clone());
-    let auth = Auth::new(
-        &AuthConfig {
-            enabled: true,
-            cache_ttl: Duration::from_secs(30),
-        },
-        db.store.clone(),
-    );
-    let key = db.api_key(&[Scope::Ingest, Scope::Query]).await;
-    let ingest = listen(ingest_api::router(Arc::new(ingestor), &auth)).await;
-    let query = listen(query_api::router(db.store.clone(), &auth)).await;
-    let poller = Poller::new(
-        q.client.clone(),
-        q.url().to_owned(),
-        PollerConfig {
-            batch_size: 100,
-            batch_window: Duration::from_millis(100),
-            wait: Duration::from_secs(1),
-            visibility_timeout: Duration::from_secs(30),
-            pollers: 2,
-        },
-        Writer::new(db.store.clone()),
-    );
-    tokio::spawn(poller.run(std::future::pending()));
-    Pipeline {
-        db,
-        ingest,
-        query,
-        key,
-    }
+    Pipeline::start().await
+}
+
+/// Serves `app` on a loopback port; returns the URL of its `/sensor`.
+async fn listen(app: axum::Router) -> String {
+    format!("{}/sensor", readings::testing::serve(app).await)
 }
 
 /// Runs the binary to completion.

@@ -1,64 +1,33 @@
 //! API keys on every HTTP route of the pipeline: no key, a bad key, a revoked key, a key of
 //! the wrong scope and a key of the right scope, through the real routers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use readings::auth::{create_key, Auth, Scope};
-use readings::config::AuthConfig;
-use readings::ingest::Ingestor;
-use readings::queue::Sender;
-use readings::testing::{ingest_config, serve, TestDb, TestQueue};
+use local_pipeline::{LocalPipeline, Options};
+use readings::auth::{create_key, Scope};
 use serde_json::Value;
 
-struct Apis {
-    db: TestDb,
-    _q: TestQueue,
-    ingest: String,
-    query: String,
-}
-
-async fn apis(cache: Duration) -> Apis {
-    let db = TestDb::new().await;
-    let q = TestQueue::new().await;
-    let config = AuthConfig {
-        enabled: true,
-        cache_ttl: cache,
-    };
-    let auth = Auth::new(&config, db.store.clone());
-    let sender = Sender::new(q.client.clone(), &q.config).await;
-    let ingestor = Ingestor::new(ingest_config(), sender, db.store.clone());
-    let ingest = serve(ingest_api::router(Arc::new(ingestor), &auth)).await;
-    let query = serve(query_api::router(db.store.clone(), &auth)).await;
-    Apis {
-        db,
-        _q: q,
-        ingest,
-        query,
-    }
+async fn apis(cache: Duration) -> LocalPipeline {
+    LocalPipeline::with(Options {
+        auth_cache: Some(cache),
+        ..Options::default()
+    })
+    .await
 }
 
 /// Every route with the scope it needs.
-fn routes(apis: &Apis) -> Vec<(reqwest::Method, String, Scope)> {
+fn routes(apis: &LocalPipeline) -> Vec<(reqwest::Method, String, Scope)> {
     vec![
-        (
-            reqwest::Method::POST,
-            format!("{}/sensor", apis.ingest),
-            Scope::Ingest,
-        ),
+        (reqwest::Method::POST, apis.ingest.clone(), Scope::Ingest),
+        (reqwest::Method::GET, apis.query.clone(), Scope::Query),
         (
             reqwest::Method::GET,
-            format!("{}/sensor", apis.query),
+            format!("{}/latest", apis.query),
             Scope::Query,
         ),
         (
             reqwest::Method::GET,
-            format!("{}/sensor/latest", apis.query),
-            Scope::Query,
-        ),
-        (
-            reqwest::Method::GET,
-            format!("{}/sensor/stats?bucket=1h", apis.query),
+            format!("{}/stats?bucket=1h", apis.query),
             Scope::Query,
         ),
     ]
@@ -159,7 +128,7 @@ async fn a_key_with_both_scopes_opens_every_route_and_unknown_routes_stay_404() 
     }
     let (status, body, _) = call(
         &reqwest::Method::GET,
-        &format!("{}/nowhere", apis.query),
+        &format!("{}/nowhere", apis.query_base),
         Cred::None,
     )
     .await;
@@ -172,7 +141,7 @@ async fn a_revoked_key_stops_working_within_the_cache_time() {
     let key = create_key(&apis.db.store, "fleet", &[Scope::Query])
         .await
         .unwrap();
-    let url = format!("{}/sensor", apis.query);
+    let url = apis.query.clone();
     let get = reqwest::Method::GET;
     assert_eq!(call(&get, &url, Cred::Bearer(&key.key)).await.0, 200);
     assert!(apis.db.store.revoke_api_key(&key.id).await.unwrap());
@@ -186,7 +155,7 @@ async fn with_the_cache_off_revocation_is_immediate_and_keys_are_checked_per_req
     let apis = apis(Duration::ZERO).await;
     let key = apis.db.api_key(&[Scope::Ingest]).await;
     let id = &key[4..16];
-    let url = format!("{}/sensor", apis.ingest);
+    let url = apis.ingest.clone();
     let post = reqwest::Method::POST;
     assert_eq!(call(&post, &url, Cred::Header(&key)).await.0, 202);
     assert!(apis.db.store.revoke_api_key(id).await.unwrap());

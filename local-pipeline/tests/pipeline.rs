@@ -1,63 +1,15 @@
 //! The whole pipeline in one process, each function on its local host: HTTP → ingest-api →
 //! SQS (moto) → batch-writer poller → PostgreSQL → query-api → HTTP.
 
-use readings::auth::Auth;
-use std::sync::Arc;
 use std::time::Duration;
 
-use batch_writer::poller::Poller;
-use readings::config::PollerConfig;
-use readings::ingest::Ingestor;
-use readings::queue::Sender;
-use readings::testing::{TestDb, TestQueue};
-use readings::writer::Writer;
+use local_pipeline::{LocalPipeline, Options};
 use serde_json::{json, Value};
 
-struct Pipeline {
-    db: TestDb,
-    ingest: String,
-    query: String,
-}
-
-async fn listen(app: axum::Router) -> String {
-    let url = format!("{}/sensor", readings::testing::serve(app).await);
-    url
-}
-
-async fn start() -> Pipeline {
-    start_with(std::time::Duration::ZERO).await
-}
-
-async fn start_with(linger: Duration) -> Pipeline {
-    let db = TestDb::new().await;
-    let q = TestQueue::new().await;
-    let sender = Sender::new(q.client.clone(), &q.config).await;
-    let config = readings::testing::ingest_config();
-    let mut ingestor = Ingestor::new(config, sender, db.store.clone());
-    if !linger.is_zero() {
-        ingestor = ingestor.with_coalescing(linger);
-    }
-    let ingest = listen(ingest_api::router(Arc::new(ingestor), &Auth::Off)).await;
-    let query = listen(query_api::router(db.store.clone(), &Auth::Off)).await;
-    let poller = Poller::new(
-        q.client.clone(),
-        q.url().to_owned(),
-        PollerConfig {
-            batch_size: 100,
-            batch_window: Duration::from_millis(100),
-            wait: Duration::from_secs(2),
-            visibility_timeout: Duration::from_secs(30),
-            pollers: 2,
-        },
-        Writer::new(db.store.clone()),
-    );
-    tokio::spawn(poller.run(std::future::pending()));
-    Pipeline { db, ingest, query }
-}
-
-async fn post(url: &str, content_type: &str, body: String) -> Value {
+async fn post(p: &LocalPipeline, content_type: &str, body: String) -> Value {
     let r = reqwest::Client::new()
-        .post(url)
+        .post(&p.ingest)
+        .bearer_auth(&p.key)
         .header("content-type", content_type)
         .body(body)
         .send()
@@ -67,11 +19,14 @@ async fn post(url: &str, content_type: &str, body: String) -> Value {
     r.json().await.unwrap()
 }
 
-/// Polls `GET url?query` until `done` holds for the answer, for at most 20 s.
-async fn wait_for(url: &str, query: &str, done: impl Fn(&Value) -> bool) -> Value {
+/// Polls `GET /sensor?query` until `done` holds for the answer, for at most 20 s.
+async fn wait_for(p: &LocalPipeline, query: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let v: Value = reqwest::get(format!("{url}?{query}"))
+        let v: Value = reqwest::Client::new()
+            .get(format!("{}?{query}", p.query))
+            .bearer_auth(&p.key)
+            .send()
             .await
             .unwrap()
             .json()
@@ -88,22 +43,35 @@ async fn wait_for(url: &str, query: &str, done: impl Fn(&Value) -> bool) -> Valu
     }
 }
 
+/// Waits until `sensor_data` holds `n` rows (at most `secs`), then a little longer, and
+/// returns the count: more than `n` would be duplicates.
+async fn settle(p: &LocalPipeline, n: i64, secs: u64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while p.db.count().await < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} rows",
+            p.db.count().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.db.count().await
+}
+
 #[tokio::test]
 async fn the_tutorials_calls_round_trip() {
-    let p = start().await;
+    let p = LocalPipeline::start().await;
     let before = chrono::Utc::now().timestamp();
     let accepted = post(
-        &p.ingest,
+        &p,
         "application/json",
         r#"{"location":"bedroom","temperature":66}"#.into(),
     )
     .await;
     assert_eq!(accepted["accepted"], 1);
 
-    let got = wait_for(&p.query, "", |v| {
-        v.as_array().is_some_and(|a| !a.is_empty())
-    })
-    .await;
+    let got = wait_for(&p, "", |v| v.as_array().is_some_and(|a| !a.is_empty())).await;
     let rows = got.as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["location"], "bedroom");
@@ -114,15 +82,15 @@ async fn the_tutorials_calls_round_trip() {
 
 #[tokio::test]
 async fn single_array_and_ndjson_land_with_their_values_and_times() {
-    let p = start().await;
+    let p = LocalPipeline::start().await;
     post(
-        &p.ingest,
+        &p,
         "application/json",
         r#"{"location":"one","temperature":1.25,"time":"2024-03-15T10:00:00Z"}"#.into(),
     )
     .await;
     post(
-        &p.ingest,
+        &p,
         "application/json",
         json!([
             {"location": "arr", "temperature": -2.5, "time": 1710496800},
@@ -132,22 +100,13 @@ async fn single_array_and_ndjson_land_with_their_values_and_times() {
     )
     .await;
     post(
-        &p.ingest,
+        &p,
         "application/x-ndjson",
         "{\"location\":\"nd\",\"temperature\":4,\"time\":\"2024-03-15T10:00:02.25+02:00\"}\n{\"location\":\"nd\",\"temperature\":5,\"time\":1710496803}\n".into(),
     )
     .await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while p.db.count().await < 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} rows",
-            p.db.count().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(settle(&p, 5, 20).await, 5);
     assert_eq!(
         p.db.rows().await,
         [
@@ -158,7 +117,7 @@ async fn single_array_and_ndjson_land_with_their_values_and_times() {
             (1_710_496_803_000_000, "nd".into(), 5.0),
         ]
     );
-    let v = wait_for(&p.query, "location=arr&limit=10", |v| {
+    let v = wait_for(&p, "location=arr&limit=10", |v| {
         v.as_array().is_some_and(|a| a.len() == 2)
     })
     .await;
@@ -173,33 +132,28 @@ async fn single_array_and_ndjson_land_with_their_values_and_times() {
 
 #[tokio::test]
 async fn a_large_request_is_written_exactly_once() {
-    let p = start().await;
+    let p = LocalPipeline::start().await;
     let body: Vec<Value> = (0..5000)
         .map(|i| json!({"location": format!("s{}", i % 50), "temperature": (i % 90) as f64, "time": 1_710_000_000 + i}))
         .collect();
-    post(&p.ingest, "application/json", Value::from(body).to_string()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while p.db.count().await < 5000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} rows",
-            p.db.count().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(p.db.count().await, 5000);
+    post(&p, "application/json", Value::from(body).to_string()).await;
+    assert_eq!(settle(&p, 5000, 30).await, 5000);
 }
 
 #[tokio::test]
 async fn coalesced_single_reading_posts_land_exactly_once() {
-    let p = start_with(Duration::from_millis(10)).await;
+    let p = LocalPipeline::with(Options {
+        coalesce_linger: Duration::from_millis(10),
+        ..Options::default()
+    })
+    .await;
     let client = reqwest::Client::new();
     let posts = (0..200).map(|i| {
-        let (client, url) = (client.clone(), p.ingest.clone());
+        let (client, url, key) = (client.clone(), p.ingest.clone(), p.key.clone());
         async move {
             let r = client
                 .post(&url)
+                .bearer_auth(key)
                 .header("content-type", "application/json")
                 .body(format!(
                     r#"{{"location":"c-{i}","temperature":{}}}"#,
@@ -212,16 +166,7 @@ async fn coalesced_single_reading_posts_land_exactly_once() {
         }
     });
     futures_util::future::join_all(posts).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while p.db.count().await < 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} rows",
-            p.db.count().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(settle(&p, 200, 20).await, 200);
     let rows = p.db.rows().await;
     assert_eq!(rows.len(), 200);
     let distinct: std::collections::HashSet<&String> = rows.iter().map(|r| &r.1).collect();

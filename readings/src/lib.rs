@@ -1,11 +1,13 @@
 //! Sensor readings through the pipeline: the reading model and its validation
 //! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
-//! sender ([`queue`]), the PostgreSQL store ([`store`]), the writer's SQS handler
-//! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), and the host that
-//! runs an HTTP function under Lambda or locally ([`http`]).
+//! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
+//! [`tls`]), the writer's SQS handler ([`writer`]), query parameters ([`query`]),
+//! configuration ([`config`]), and the host that runs an HTTP function under Lambda or
+//! locally ([`http`]).
 
 pub mod coalesce;
 pub mod config;
+pub mod connection;
 pub mod deadletter;
 pub mod envelope;
 pub mod http;
@@ -15,6 +17,7 @@ pub mod queue;
 pub mod reading;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod writer;
 
 #[cfg(feature = "testing")]

@@ -52,6 +52,7 @@ impl TestDb {
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            ..Default::default()
         };
         let store = Store::new(&config).expect("store");
         TestDb {
@@ -460,6 +461,7 @@ impl PrivateCluster {
             pool_size: 4,
             connect_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(30),
+            ..Default::default()
         }
     }
 

@@ -420,10 +420,12 @@ setup_queues() {
   [[ -n "${QUEUE_URL:-}" && -n "${DLQ_URL:-}" ]] || die "queue creation printed no URLs"
 }
 
-# export_aws_env PORT — AWS SDK settings pointing SQS at moto on PORT.
+# export_aws_env PORT — AWS SDK settings pointing SQS and Secrets Manager at moto
+# on PORT.
 export_aws_env() {
   export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
   export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$1"
+  export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$1"
   export AWS_EC2_METADATA_DISABLED=true
 }

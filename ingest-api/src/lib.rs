@@ -79,7 +79,7 @@ pub async fn run() -> anyhow::Result<()> {
     let queue_config = QueueConfig::from_env()?;
     let sender = Sender::new(queue::client().await, &queue_config).await;
     // Only requests with an Idempotency-Key use the database; connections open lazily.
-    let keys = Store::new(&DbConfig::from_env()?)?;
+    let keys = Store::new(&DbConfig::load().await?)?;
     tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
     let addr = config.addr;
     let linger = config.coalesce_linger;

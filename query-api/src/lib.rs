@@ -207,7 +207,7 @@ fn store_error(e: StoreError) -> ApiError {
 /// Builds the function from the environment and serves it (Lambda or local HTTP).
 pub async fn run() -> anyhow::Result<()> {
     let config = QueryConfig::from_env()?;
-    let store = Store::new(&DbConfig::from_env()?)?;
+    let store = Store::new(&DbConfig::load().await?)?;
     tracing::info!("query-api starting");
     serve(router(store), config.addr).await
 }

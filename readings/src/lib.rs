@@ -1,9 +1,9 @@
 //! Sensor readings through the pipeline: the reading model and its validation
 //! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
 //! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
-//! [`tls`]), the writer's SQS handler ([`writer`]), query parameters ([`query`]),
-//! configuration ([`config`]), and the host that runs an HTTP function under Lambda or
-//! locally ([`http`]).
+//! [`tls`], [`secrets`]), the writer's SQS handler ([`writer`]), query parameters
+//! ([`query`]), configuration ([`config`]), and the host that runs an HTTP function under
+//! Lambda or locally ([`http`]).
 
 pub mod coalesce;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod query;
 pub mod queue;
 pub mod reading;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

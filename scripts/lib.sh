@@ -225,6 +225,7 @@ pg_running_port() {
 # start_postgres DATADIR PORT [test]
 # Initialises DATADIR if needed, starts it on 127.0.0.1:PORT and creates the
 # `sensors` database. With `test`, durability is traded for speed.
+# PG_EXTRA_OPTS, when set, is added to the server's options (e.g. "-c ssl=on").
 start_postgres() {
   local datadir port mode logfile locale opts running_port
   [[ $# -ge 2 ]] || die "usage: start_postgres DATADIR PORT [test]"
@@ -274,6 +275,7 @@ start_postgres() {
     else
       opts+=" -c shared_buffers=256MB -c work_mem=8MB -c effective_cache_size=1GB"
     fi
+    opts+="${PG_EXTRA_OPTS:+ $PG_EXTRA_OPTS}"
 
     touch "$logfile"
     if is_root; then chown postgres:postgres "$logfile"; fi
@@ -418,10 +420,12 @@ setup_queues() {
   [[ -n "${QUEUE_URL:-}" && -n "${DLQ_URL:-}" ]] || die "queue creation printed no URLs"
 }
 
-# export_aws_env PORT — AWS SDK settings pointing SQS at moto on PORT.
+# export_aws_env PORT — AWS SDK settings pointing SQS and Secrets Manager at moto
+# on PORT.
 export_aws_env() {
   export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
   export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$1"
+  export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$1"
   export AWS_EC2_METADATA_DISABLED=true
 }

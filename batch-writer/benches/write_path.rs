@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(600),
+        ..Default::default()
     })?;
     store.ready().await?;
     let client = store.pool().get().await?;

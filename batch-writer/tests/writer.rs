@@ -45,6 +45,7 @@ async fn a_database_down_past_the_deadline_reports_every_message() {
         pool_size: 2,
         connect_timeout: Duration::from_secs(1),
         statement_timeout: Duration::from_secs(1),
+        ..Default::default()
     })
     .unwrap();
     let writer = Writer::new(store);

@@ -86,7 +86,7 @@ pub async fn run() -> anyhow::Result<()> {
     let queue_config = QueueConfig::from_env()?;
     let sender = Sender::new(queue::client().await, &queue_config).await;
     // API keys and Idempotency-Keys live in the database; connections open lazily.
-    let store = Store::new(&DbConfig::from_env()?)?;
+    let store = Store::new(&DbConfig::load().await?)?;
     let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
     let addr = config.addr;

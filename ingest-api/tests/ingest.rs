@@ -39,6 +39,7 @@ fn no_database() -> Store {
         pool_size: 1,
         connect_timeout: std::time::Duration::from_secs(1),
         statement_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
     })
     .unwrap()
 }

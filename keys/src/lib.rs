@@ -1,7 +1,7 @@
 //! `keys`: creates, lists and revokes the API keys the HTTP functions accept.
 //!
-//! Talks to the pipeline's database (`DATABASE_URL`, or the other database settings the
-//! functions read). A key is printed once, at creation; only its hash is stored.
+//! Talks to the pipeline's database through the settings the functions read
+//! (`DATABASE_URL` or `DATABASE_SECRET_ARN`, `DB_SSLMODE`, ...). A key is printed once, at creation; only its hash is stored.
 
 use std::io::Write;
 
@@ -14,8 +14,8 @@ use serde::Serialize;
 
 /// Manage the sensor pipeline's API keys.
 ///
-/// The database comes from DATABASE_URL (and the other database settings of the functions,
-/// see the README). Running functions cache key lookups for AUTH_CACHE_SECS (30 s by
+/// The database comes from DATABASE_URL, or from the Secrets Manager secret named by
+/// DATABASE_SECRET_ARN, with the functions' other database settings (see the README). Running functions cache key lookups for AUTH_CACHE_SECS (30 s by
 /// default): a revoked key stops working within that time.
 #[derive(Debug, Parser)]
 #[command(name = "keys", version)]
@@ -76,7 +76,7 @@ impl<'a> From<&'a StoredKey> for KeyOut<'a> {
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = DbConfig::from_env()?;
+    let config = DbConfig::load().await?;
     let store = Store::new(&config)?;
     let mut out = std::io::stdout().lock();
     match cli.command {

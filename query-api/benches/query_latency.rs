@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(600),
+        ..Default::default()
     })?;
     let kind = store.ready().await?;
     seed(&store).await?;

@@ -210,7 +210,7 @@ fn store_error(e: StoreError) -> ApiError {
 pub async fn run() -> anyhow::Result<()> {
     readings::metrics::init()?;
     let config = QueryConfig::from_env()?;
-    let store = Store::new(&DbConfig::from_env()?)?;
+    let store = Store::new(&DbConfig::load().await?)?;
     let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!("query-api starting");
     serve(router(store, &auth), config.addr).await

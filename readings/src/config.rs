@@ -9,7 +9,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use thiserror::Error;
 
+use crate::connection::{ConnectionSettings, ConnectionStringError};
 use crate::reading::Limits;
+use crate::secrets::SecretError;
+use crate::tls::{RootCert, SslMode};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -21,6 +24,11 @@ pub enum ConfigError {
     },
     #[error("environment variable {0} is required")]
     Missing(&'static str),
+    /// Not [`ConfigError::Invalid`]: the value holds a password and is not repeated.
+    #[error("DATABASE_URL is invalid: {0}")]
+    DatabaseUrl(#[source] ConnectionStringError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 /// Reads `name`, parsing it, or returns `default` when unset or empty.
@@ -69,9 +77,15 @@ pub fn in_lambda() -> bool {
 }
 
 /// PostgreSQL connection settings.
-#[derive(Debug, Clone)]
+///
+/// The connection comes from `DATABASE_URL`, or, when `DATABASE_SECRET_ARN` is set, from
+/// that Secrets Manager secret ([`DbConfig::load`] reads it). `DB_SSLMODE` and
+/// `DB_SSL_ROOT_CERT` override the TLS settings of either (see [`crate::tls`]).
+#[derive(Clone)]
 pub struct DbConfig {
-    /// `DATABASE_URL`: a libpq-style URL or key=value string.
+    /// `DATABASE_URL`: a libpq-style URL or key=value string, with libpq's `sslmode`
+    /// (`disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`) and
+    /// `sslrootcert` (a PEM file of CA certificates, or `system`). Not used when `secret` is set.
     pub url: String,
     /// `DB_POOL_SIZE`: connections per process.
     pub pool_size: usize,
@@ -79,16 +93,64 @@ pub struct DbConfig {
     pub connect_timeout: Duration,
     /// `DB_STATEMENT_TIMEOUT_SECS`: server-side limit on any one statement.
     pub statement_timeout: Duration,
+    /// The connection read from the secret `DATABASE_SECRET_ARN` names; replaces `url`.
+    pub secret: Option<ConnectionSettings>,
+    /// `DB_SSLMODE`: overrides the connection's `sslmode`.
+    pub ssl_mode: Option<SslMode>,
+    /// `DB_SSL_ROOT_CERT`: overrides the connection's `sslrootcert`.
+    pub ssl_root_cert: Option<RootCert>,
 }
 
+/// The defaults, without looking at the environment.
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig {
+            url: DEFAULT_DATABASE_URL.to_owned(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            secret: None,
+            ssl_mode: None,
+            ssl_root_cert: None,
+        }
+    }
+}
+
+/// The URL and the secret carry passwords: neither is shown.
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .finish()
+    }
+}
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/sensors";
+
 impl DbConfig {
+    /// Everything from the environment except the secret: `DATABASE_URL` is the connection.
+    /// For tests and tools; the functions use [`DbConfig::load`].
     pub fn from_env() -> Result<Self, ConfigError> {
+        let d = DbConfig::default();
+        let ssl_mode = match env_or("DB_SSLMODE", String::new())? {
+            m if m.is_empty() => None,
+            m => Some(m.parse().map_err(|reason| ConfigError::Invalid {
+                name: "DB_SSLMODE",
+                value: m,
+                reason,
+            })?),
+        };
+        let ssl_root_cert = env_or("DB_SSL_ROOT_CERT", String::new())
+            .map(|r| (!r.is_empty()).then(|| RootCert::from_setting(&r)))?;
         Ok(DbConfig {
-            url: env_or(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/sensors".to_owned(),
-            )?,
-            pool_size: positive("DB_POOL_SIZE", env_or("DB_POOL_SIZE", 4usize)?)?,
+            url: env_or("DATABASE_URL", d.url)?,
+            pool_size: positive("DB_POOL_SIZE", env_or("DB_POOL_SIZE", d.pool_size)?)?,
             connect_timeout: Duration::from_secs(positive(
                 "DB_CONNECT_TIMEOUT_SECS",
                 env_or("DB_CONNECT_TIMEOUT_SECS", 5u64)?,
@@ -97,7 +159,48 @@ impl DbConfig {
                 "DB_STATEMENT_TIMEOUT_SECS",
                 env_or("DB_STATEMENT_TIMEOUT_SECS", 30u64)?,
             )?),
+            secret: None,
+            ssl_mode,
+            ssl_root_cert,
         })
+    }
+
+    /// What the functions call once at cold start: [`DbConfig::from_env`], and when
+    /// `DATABASE_SECRET_ARN` is set, the connection from that secret
+    /// ([`DbConfig::from_secret`]).
+    pub async fn load() -> Result<Self, ConfigError> {
+        match env_or("DATABASE_SECRET_ARN", String::new())? {
+            arn if arn.is_empty() => Self::from_env(),
+            arn => Self::from_secret(&arn).await,
+        }
+    }
+
+    /// [`DbConfig::from_env`] with the connection read from Secrets Manager secret `arn`.
+    pub async fn from_secret(arn: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::from_env()?;
+        let client = crate::secrets::client().await;
+        config.secret = Some(crate::secrets::fetch(&client, arn).await?);
+        tracing::info!(
+            secret = arn,
+            "database connection read from Secrets Manager"
+        );
+        Ok(config)
+    }
+
+    /// Where and how to connect: the secret's settings or `url`'s, with `DB_SSLMODE` and
+    /// `DB_SSL_ROOT_CERT` applied over them.
+    pub fn connection(&self) -> Result<ConnectionSettings, ConfigError> {
+        let mut c = match &self.secret {
+            Some(c) => c.clone(),
+            None => ConnectionSettings::parse(&self.url).map_err(ConfigError::DatabaseUrl)?,
+        };
+        if let Some(mode) = self.ssl_mode {
+            c.tls.mode = Some(mode);
+        }
+        if let Some(root) = &self.ssl_root_cert {
+            c.tls.root_cert = Some(root.clone());
+        }
+        Ok(c)
     }
 }
 

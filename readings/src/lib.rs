@@ -1,13 +1,15 @@
 //! Sensor readings through the pipeline: the reading model and its validation
 //! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
-//! sender ([`queue`]), the PostgreSQL store ([`store`]), the writer's SQS handler
-//! ([`writer`]), query parameters ([`query`]), configuration ([`config`]), the host that
-//! runs an HTTP function under Lambda or locally ([`http`]), API keys ([`auth`]), logs
-//! ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
+//! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
+//! [`tls`], [`secrets`]), the writer's SQS handler ([`writer`]), query parameters
+//! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
+//! or locally ([`http`]), API keys ([`auth`]), logs ([`telemetry`]) and CloudWatch metrics
+//! ([`metrics`]).
 
 pub mod auth;
 pub mod coalesce;
 pub mod config;
+pub mod connection;
 pub mod deadletter;
 pub mod envelope;
 pub mod http;
@@ -16,8 +18,10 @@ pub mod metrics;
 pub mod query;
 pub mod queue;
 pub mod reading;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod writer;
 
 #[cfg(feature = "testing")]

@@ -1,7 +1,6 @@
 //! The PostgreSQL store: schema setup, the batch write path, and the read queries.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,6 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::NoTls;
 
 use crate::config::{DbConfig, LifecycleConfig};
 use crate::envelope::{BatchPart, EnvelopeError};
@@ -25,7 +23,7 @@ const SCHEMA_LOCK: i64 = 0x5e45_0001;
 pub enum StoreError {
     #[error("invalid database configuration: {0}")]
     Config(String),
-    #[error("no database connection available: {0}")]
+    #[error("no database connection available: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error while {context}: {}", describe(source))]
     Db {
@@ -98,6 +96,15 @@ fn describe(e: &tokio_postgres::Error) -> String {
             Some(inner) => format!("{e}: {inner}"),
             None => e.to_string(),
         },
+    }
+}
+
+/// Why the pool has no connection: for a failed connect, the server's or the TLS layer's
+/// reason ("password authentication failed ...", "invalid peer certificate: UnknownIssuer").
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        e => e.to_string(),
     }
 }
 
@@ -223,10 +230,17 @@ pub struct Store {
 const MAX_KNOWN_LOCATIONS: usize = 100_000;
 
 impl Store {
-    /// Builds the pool. Connections are opened lazily, on first use.
+    /// Builds the pool, with TLS as the connection's `sslmode` asks (see [`crate::tls`]).
+    /// Connections are opened lazily, on first use; a root certificate file is read here.
     pub fn new(config: &DbConfig) -> Result<Self, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(&config.url)
-            .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        let connection = config
+            .connection()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let tls = connection
+            .tls
+            .connector()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let mut pg = connection.postgres_config();
         pg.connect_timeout(config.connect_timeout);
         pg.options(format!(
             "-c statement_timeout={}",
@@ -237,7 +251,7 @@ impl Store {
         }
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -108,6 +108,10 @@ async fn bad_parameters_are_400_with_the_parameter_named() {
             vec![("since", "1700000010"), ("until", "1700000005")],
             "until",
         ),
+        // Year -251,000: outside what PostgreSQL can compare (this answered 500).
+        (vec![("since", "-8e15")], "since"),
+        // A location no reading can have: NUL, which PostgreSQL refuses in text (500 too).
+        (vec![("cursor", "1700000000000000.00")], "cursor"),
     ] {
         let q: Vec<(&str, String)> = q.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
         let (status, body) = get(&url, &q).await;

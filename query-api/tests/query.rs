@@ -122,6 +122,25 @@ async fn bad_parameters_are_400_with_the_parameter_named() {
 }
 
 #[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let (_db, url) = setup().await;
+    for path in ["/sensor", "/sensor/latest", "/sensor/stats"] {
+        let r = reqwest::Client::new()
+            .delete(url.replace("/sensor", path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{path}");
+        // RFC 9110: a 405 names the methods the route takes.
+        assert_eq!(r.headers()["allow"], "GET, HEAD", "{path}");
+        assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    }
+    let r = reqwest::get(url.replace("/sensor", "/nope")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+}
+
+#[tokio::test]
 async fn sql_in_parameters_is_only_data() {
     let (db, url) = setup().await;
     let (status, body) = get(&url, &[("location", "attic' OR '1'='1".into())]).await;

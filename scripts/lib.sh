@@ -16,6 +16,8 @@ fi
 _SENSOR_SCRIPTS_LIB_LOADED=1
 
 MOTO_VERSION="5.2.5"
+SCHEMATHESIS_VERSION="4.32.5"
+OPENAPI_SPEC_VALIDATOR_VERSION="0.9.0"
 MOTO_PID=""
 
 log() { printf '[%s] %s\n' "${LOG_TAG:-scripts}" "$*" >&2; }
@@ -312,10 +314,21 @@ stop_postgres() {
 
 # ---------------------------------------------------------------- Python/moto
 
-# Creates .venv (if missing) with moto[server]==$MOTO_VERSION.
+# Creates .venv (if missing) with moto[server]==$MOTO_VERSION (the local SQS), and
+# schemathesis==$SCHEMATHESIS_VERSION and openapi-spec-validator for the API contract tests;
+# installs only when one is missing or at another version.
 ensure_venv() {
-  if [[ -x "$VENV_DIR/bin/moto_server" ]] &&
-    "$VENV_DIR/bin/python" -c "import moto; assert moto.__version__ == '$MOTO_VERSION'" >/dev/null 2>&1; then
+  local pins=("moto[server]==$MOTO_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
+    "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION")
+  if [[ -x "$VENV_DIR/bin/moto_server" && -x "$VENV_DIR/bin/schemathesis" ]] &&
+    "$VENV_DIR/bin/python" - "${pins[@]}" >/dev/null 2>&1 <<'PY'; then
+import re, sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    if version(re.sub(r"\[.*\]", "", name)) != want:
+        sys.exit(1)
+PY
     return 0
   fi
   if [[ ! -x "$VENV_DIR/bin/python" ]]; then
@@ -323,9 +336,9 @@ ensure_venv() {
     rm -rf "$VENV_DIR"
     python3 -m venv "$VENV_DIR" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
   fi
-  log "installing moto[server]==$MOTO_VERSION into $VENV_DIR"
-  "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "moto[server]==$MOTO_VERSION" || die "pip install moto[server]==$MOTO_VERSION failed"
+  log "installing ${pins[*]} into $VENV_DIR"
+  "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}" ||
+    die "pip install ${pins[*]} failed"
 }
 
 # start_moto PORT LOGFILE — moto server in the background; sets MOTO_PID.

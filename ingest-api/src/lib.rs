@@ -6,6 +6,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use readings::auth::{Auth, Scope};
@@ -27,10 +28,13 @@ pub fn router(ingestor: Arc<Ingestor>, auth: &Auth) -> Router {
         .with_state(ingestor)
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "use POST /sensor to send readings",
+async fn method_not_allowed() -> impl IntoResponse {
+    (
+        [(header::ALLOW, "POST")],
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST /sensor to send readings",
+        ),
     )
 }
 

@@ -271,6 +271,8 @@ async fn unknown_routes_and_methods_answer_json() {
     let (_q, url) = setup().await;
     let r = reqwest::get(&url).await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
+    // RFC 9110: a 405 names the methods the route takes.
+    assert_eq!(r.headers()["allow"], "POST");
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
     let r = reqwest::get(url.replace("/sensor", "/nope")).await.unwrap();
     assert_eq!(r.status().as_u16(), 404);

@@ -34,10 +34,13 @@ pub fn router(store: Store, auth: &Auth) -> Router {
         .with_state(store)
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "the query routes answer GET only",
+async fn method_not_allowed() -> impl IntoResponse {
+    (
+        [(header::ALLOW, "GET, HEAD")],
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the query routes answer GET only",
+        ),
     )
 }
 

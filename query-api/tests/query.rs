@@ -109,6 +109,10 @@ async fn bad_parameters_are_400_with_the_parameter_named() {
             vec![("since", "1700000010"), ("until", "1700000005")],
             "until",
         ),
+        // Year -251,000: outside what PostgreSQL can compare (this answered 500).
+        (vec![("since", "-8e15")], "since"),
+        // A location no reading can have: NUL, which PostgreSQL refuses in text (500 too).
+        (vec![("cursor", "1700000000000000.00")], "cursor"),
     ] {
         let q: Vec<(&str, String)> = q.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
         let (status, body) = get(&url, &q).await;
@@ -116,6 +120,25 @@ async fn bad_parameters_are_400_with_the_parameter_named() {
         assert_eq!(body["error"], "invalid query parameters");
         assert_eq!(body["details"][0]["parameter"], name, "{q:?}: {body}");
     }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let (_db, url) = setup().await;
+    for path in ["/sensor", "/sensor/latest", "/sensor/stats"] {
+        let r = reqwest::Client::new()
+            .delete(url.replace("/sensor", path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{path}");
+        // RFC 9110: a 405 names the methods the route takes.
+        assert_eq!(r.headers()["allow"], "GET, HEAD", "{path}");
+        assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    }
+    let r = reqwest::get(url.replace("/sensor", "/nope")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
 }
 
 #[tokio::test]

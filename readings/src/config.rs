@@ -215,6 +215,16 @@ pub struct AuthConfig {
     pub cache_ttl: Duration,
 }
 
+impl Default for AuthConfig {
+    /// Keys checked, lookups cached for 30 s.
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
 impl AuthConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let mode = env_or("AUTH", "api-keys".to_owned())?;
@@ -238,7 +248,10 @@ impl AuthConfig {
         };
         Ok(AuthConfig {
             enabled,
-            cache_ttl: Duration::from_secs(env_or("AUTH_CACHE_SECS", 30u64)?),
+            cache_ttl: Duration::from_secs(env_or(
+                "AUTH_CACHE_SECS",
+                AuthConfig::default().cache_ttl.as_secs(),
+            )?),
         })
     }
 }

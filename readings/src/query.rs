@@ -69,8 +69,8 @@ impl Params {
 
     /// `since`/`until`, checked to be in order.
     pub fn time_range(&mut self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-        let since = self.get("since", parse_time_str);
-        let until = self.get("until", parse_time_str);
+        let since = self.get("since", parse_query_time);
+        let until = self.get("until", parse_query_time);
         if let (Some(s), Some(u)) = (since, until) {
             if s >= u {
                 self.fail("until", "must be later than since".into());
@@ -95,6 +95,28 @@ impl Params {
             Err(self.errors)
         }
     }
+}
+
+/// Earliest time a query may name: 0000-01-01T00:00:00Z, RFC 3339's first.
+const MIN_QUERY_SECS: i64 = -62_167_219_200;
+/// Latest time a query may name: 9999-12-31T23:59:59.999999Z, RFC 3339's last.
+const MAX_QUERY_MICROS: i64 = 253_402_300_799_999_999;
+
+/// A time as `since`/`until` take it ([`parse_time_str`]), within RFC 3339's years 0000 to
+/// 9999: PostgreSQL cannot compare a timestamp much outside them.
+pub fn parse_query_time(s: &str) -> Result<DateTime<Utc>, String> {
+    check_query_time(parse_time_str(s)?)
+}
+
+fn check_query_time(t: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let micros = t.timestamp_micros();
+    if t.timestamp() < MIN_QUERY_SECS || micros > MAX_QUERY_MICROS {
+        return Err(format!(
+            "{} is outside the years 0000 to 9999",
+            t.to_rfc3339()
+        ));
+    }
+    Ok(t)
 }
 
 /// Response body format.
@@ -152,6 +174,8 @@ impl Cursor {
         format!("{}.{hex}", self.time.timestamp_micros())
     }
 
+    /// The inverse of [`Cursor::encode`]. Only what `encode` could have made passes: a time
+    /// a query may name and a location as stored (trimmed, no control characters).
     pub fn decode(token: &str) -> Result<Cursor, String> {
         let bad = || "is not a cursor from a Next-Cursor header".to_owned();
         let (micros, hex) = token.split_once('.').ok_or_else(bad)?;
@@ -159,8 +183,9 @@ impl Cursor {
             .parse::<i64>()
             .ok()
             .and_then(DateTime::from_timestamp_micros)
+            .and_then(|t| check_query_time(t).ok())
             .ok_or_else(bad)?;
-        if hex.len() % 2 != 0 {
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let bytes = (0..hex.len())
@@ -169,6 +194,9 @@ impl Cursor {
             .collect::<Result<Vec<u8>, _>>()
             .map_err(|_| bad())?;
         let location = String::from_utf8(bytes).map_err(|_| bad())?;
+        if check_location(&location).ok().as_deref() != Some(location.as_str()) {
+            return Err(bad());
+        }
         Ok(Cursor { time, location })
     }
 }
@@ -374,6 +402,40 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         assert!(Cursor::decode("12.zz").is_err());
         assert!(Cursor::decode("12.abc").is_err());
+        assert!(Cursor::decode("12.+a").is_err(), "a sign is no hex digit");
+        // Nothing a stored location cannot be: NUL (PostgreSQL refuses it in text), blank,
+        // untrimmed.
+        for hex in ["00", "", "20", "206120"] {
+            assert!(Cursor::decode(&format!("0.{hex}")).is_err(), "{hex}");
+        }
+        // Times PostgreSQL cannot compare.
+        assert!(Cursor::decode(&format!("{}.61", i64::MIN)).is_err());
+        assert!(Cursor::decode("253402300800000000.61").is_err());
+    }
+
+    #[test]
+    fn query_times_stay_within_rfc_3339_years() {
+        for ok in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "-62167219200",
+            "253402300799",
+        ] {
+            assert!(parse_query_time(ok).is_ok(), "{ok}");
+        }
+        // 1e15 reads as milliseconds: year 33658.
+        for bad in ["-62167219201", "253402300800000", "1e15", "-8e18"] {
+            assert!(parse_query_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            names(parse_recent(Some("since=-1e16")).unwrap_err()),
+            ["since"]
+        );
+        let now = DateTime::from_timestamp(1_710_000_000, 0).unwrap();
+        assert_eq!(
+            names(parse_stats(Some("until=-1e16"), now).unwrap_err()),
+            ["until"]
+        );
     }
 
     #[test]

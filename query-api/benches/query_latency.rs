@@ -5,12 +5,12 @@
 //! `BENCH_DATABASE_URL` at a database of your own (e.g. one with TimescaleDB) and run
 //! `cargo bench -p query-api --bench query_latency`.
 
-use readings::auth::Auth;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use readings::config::DbConfig;
+use readings::auth::{create_key, Auth, Scope};
+use readings::config::{AuthConfig, DbConfig};
 use readings::store::Store;
 
 const ROWS: i64 = 10_000_000;
@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
     let kind = store.ready().await?;
     seed(&store).await?;
 
-    let app = query_api::router(store, &Auth::Off);
+    // Keys checked, as deployed: each request presents one (its lookup cached, as in a
+    // running function).
+    let key = create_key(&store, "bench", &[Scope::Query]).await?.key;
+    let auth = Auth::new(&AuthConfig::default(), store.clone());
+    let app = query_api::router(store, &auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(readings::http::serve_on(app, listener));
@@ -72,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..(REQUESTS + 100) {
             let url = format!("{base}{}", path(i));
             let started = Instant::now();
-            let r = client.get(&url).send().await?;
+            let r = client.get(&url).bearer_auth(&key).send().await?;
             anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
             r.bytes().await?;
             if i >= 100 {

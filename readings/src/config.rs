@@ -95,7 +95,7 @@ pub struct DbConfig {
     pub statement_timeout: Duration,
     /// The connection read from the secret `DATABASE_SECRET_ARN` names; replaces `url`.
     pub secret: Option<ConnectionSettings>,
-    /// `DB_SSLMODE`: overrides the connection's `sslmode`.
+    /// `DB_SSLMODE`: the least TLS to use; the connection's own `sslmode` wins when stricter.
     pub ssl_mode: Option<SslMode>,
     /// `DB_SSL_ROOT_CERT`: overrides the connection's `sslrootcert`.
     pub ssl_root_cert: Option<RootCert>,
@@ -187,18 +187,20 @@ impl DbConfig {
         Ok(config)
     }
 
-    /// Where and how to connect: the secret's settings or `url`'s, with `DB_SSLMODE` and
-    /// `DB_SSL_ROOT_CERT` applied over them.
+    /// Where and how to connect: the secret's settings or `url`'s, with `DB_SSL_ROOT_CERT`
+    /// applied over them and `DB_SSLMODE` as the least they may ask for.
     pub fn connection(&self) -> Result<ConnectionSettings, ConfigError> {
         let mut c = match &self.secret {
             Some(c) => c.clone(),
             None => ConnectionSettings::parse(&self.url).map_err(ConfigError::DatabaseUrl)?,
         };
-        if let Some(mode) = self.ssl_mode {
-            c.tls.mode = Some(mode);
-        }
         if let Some(root) = &self.ssl_root_cert {
             c.tls.root_cert = Some(root.clone());
+        }
+        // A floor, never a downgrade: a secret that asks for verify-full keeps it whatever
+        // the deployment's default says.
+        if let Some(mode) = self.ssl_mode {
+            c.tls.mode = Some(c.tls.mode().max(mode));
         }
         Ok(c)
     }

@@ -32,7 +32,8 @@ use thiserror::Error;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// libpq's `sslmode` values (all but `allow`, which tokio-postgres cannot do).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered from weakest to strictest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SslMode {
     Disable,
     Prefer,

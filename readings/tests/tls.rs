@@ -213,6 +213,14 @@ async fn sslmodes_against_a_server_with_a_self_signed_certificate() {
             },
             Expect::Tls,
         ),
+        (
+            "DB_SSLMODE never weakens the connection string's sslmode",
+            DbConfig {
+                ssl_mode: Some(SslMode::Require),
+                ..config(url("sslmode=verify-full"))
+            },
+            Expect::Error("invalid peer certificate: UnknownIssuer"),
+        ),
     ])
     .await;
 }

@@ -2,7 +2,6 @@
 //! away, poison messages, retried requests. Real PostgreSQL and SQS (moto); each test
 //! counts rows exactly.
 
-use readings::auth::Auth;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,8 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::Message;
 use batch_writer::poller::Poller;
-use readings::config::PollerConfig;
+use readings::auth::{create_key, Auth, Scope};
+use readings::config::{AuthConfig, PollerConfig};
 use readings::deadletter::{ATTR_CLASS, ATTR_ORIGINAL_ID, ATTR_REASON};
 use readings::envelope::pack;
 use readings::ingest::Ingestor;
@@ -191,9 +191,26 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
     let store = Store::new(&cluster.db_config()).unwrap();
     let sender = Sender::new(q.client.clone(), &q.config).await;
     let config = readings::testing::ingest_config();
+    // Keys checked, their lookups cached for only a second: through the outage the key the
+    // database vouched for before it went down keeps working.
+    let key = create_key(&store, "fleet", &[Scope::Ingest])
+        .await
+        .unwrap()
+        .key;
+    let unseen = create_key(&store, "spare", &[Scope::Ingest])
+        .await
+        .unwrap()
+        .key;
+    let auth = Auth::new(
+        &AuthConfig {
+            cache_ttl: Duration::from_secs(1),
+            ..AuthConfig::default()
+        },
+        store.clone(),
+    );
     let app = ingest_api::router(
         Arc::new(Ingestor::new(config, sender, store.clone())),
-        &Auth::Off,
+        &auth,
     );
     let url = format!("{}/sensor", readings::testing::serve(app).await);
     let p = poller(&q, writer(store.clone(), &q), Duration::from_secs(60));
@@ -203,7 +220,8 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
     let accepted = Arc::new(AtomicUsize::new(0));
     let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let fleet = {
-        let (accepted, sending, url) = (accepted.clone(), sending.clone(), url.clone());
+        let (accepted, sending, url, key) =
+            (accepted.clone(), sending.clone(), url.clone(), key.clone());
         tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut n = 0u64;
@@ -212,7 +230,13 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
                     .map(|i| json!({"location": format!("s{n}-{i}"), "temperature": 20.0}))
                     .collect();
                 n += 1;
-                if let Ok(r) = client.post(&url).json(&batch).send().await {
+                if let Ok(r) = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&batch)
+                    .send()
+                    .await
+                {
                     if r.status().as_u16() == 202 {
                         accepted.fetch_add(10, Ordering::Relaxed);
                     }
@@ -230,6 +254,16 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
         accepted.load(Ordering::Relaxed) > during + 500,
         "ingest kept accepting while the database was down"
     );
+    // A key the functions never looked up cannot be vouched for: retry later, not 401.
+    let r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&unseen)
+        .json(&json!({"location": "spare", "temperature": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
     cluster.restart();
     tokio::time::sleep(Duration::from_secs(3)).await;
     sending.store(false, Ordering::Relaxed);

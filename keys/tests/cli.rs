@@ -38,7 +38,7 @@ fn bearer(key: &str) -> axum::http::HeaderMap {
 #[tokio::test]
 async fn create_list_revoke() {
     let db = TestDb::new().await;
-    let checker = KeyChecker::new(db.store.clone(), Duration::ZERO);
+    let checker = KeyChecker::new(db.store.clone(), Duration::ZERO, Duration::ZERO);
 
     let out = keys(
         &db,

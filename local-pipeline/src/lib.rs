@@ -62,8 +62,8 @@ impl LocalPipeline {
         let auth = match options.auth_cache {
             Some(cache_ttl) => Auth::new(
                 &AuthConfig {
-                    enabled: true,
                     cache_ttl,
+                    ..AuthConfig::default()
                 },
                 db.store.clone(),
             ),

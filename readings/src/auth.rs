@@ -7,7 +7,9 @@
 //! Each key carries scopes: `ingest` for `POST /sensor`, `query` for the `GET` routes.
 //! Answers: no key, or a key that is malformed or unknown, is 401; a revoked key, or one
 //! without the route's scope, is 403. Lookups are cached for `AUTH_CACHE_SECS` (default 30),
-//! which bounds how long a revoked key keeps working in a running function.
+//! which bounds how long a revoked key keeps working in a running function. While the
+//! database is unreachable, keys it vouched for within `AUTH_STALE_IF_ERROR_SECS` (default
+//! an hour) keep working, so ingest survives a database outage.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -197,48 +199,95 @@ fn presented(headers: &HeaderMap) -> Result<Option<&str>, Denied> {
     }
 }
 
-/// What the cache remembers of a key id: `None` when there is no such key.
-type Entry = (Instant, Option<Arc<StoredKey>>);
+/// What the cache remembers of a key id.
+#[derive(Clone)]
+struct Entry {
+    /// When the database last answered for this id.
+    fetched: Instant,
+    /// When the database was last asked (answered or not).
+    asked: Instant,
+    /// `None`: there is no such key.
+    key: Option<Arc<StoredKey>>,
+}
 
 /// Bound on cached key ids; past it the cache starts over.
 const MAX_CACHED: usize = 10_000;
 
 /// Checks keys against `api_keys`, caching each lookup for a while.
+///
+/// While the database cannot be asked, a key it vouched for within `stale_if_error` keeps
+/// working (and is asked about again once per cache period): ingest goes on accepting
+/// readings through a database outage, as the queue between them intends.
 pub struct KeyChecker {
     store: Store,
     ttl: Duration,
+    stale_if_error: Duration,
     cache: Mutex<HashMap<String, Entry>>,
 }
 
 impl KeyChecker {
-    pub fn new(store: Store, ttl: Duration) -> Self {
+    pub fn new(store: Store, ttl: Duration, stale_if_error: Duration) -> Self {
         KeyChecker {
             store,
             ttl,
+            stale_if_error,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
+    fn remember(&self, id: &str, entry: Entry) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= MAX_CACHED && !cache.contains_key(id) {
+                cache.clear();
+            }
+            cache.insert(id.to_owned(), entry);
+        }
+    }
+
     async fn lookup(&self, id: &str) -> Result<Option<Arc<StoredKey>>, StoreError> {
-        if !self.ttl.is_zero() {
-            if let Ok(cache) = self.cache.lock() {
-                if let Some((at, entry)) = cache.get(id) {
-                    if at.elapsed() < self.ttl {
-                        return Ok(entry.clone());
-                    }
-                }
+        if self.ttl.is_zero() {
+            return Ok(self.store.api_key(id).await?.map(Arc::new));
+        }
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(id).cloned());
+        if let Some(entry) = &cached {
+            if entry.asked.elapsed() < self.ttl {
+                return Ok(entry.key.clone());
             }
         }
-        let entry = self.store.api_key(id).await?.map(Arc::new);
-        if !self.ttl.is_zero() {
-            if let Ok(mut cache) = self.cache.lock() {
-                if cache.len() >= MAX_CACHED {
-                    cache.clear();
-                }
-                cache.insert(id.to_owned(), (Instant::now(), entry.clone()));
+        match self.store.api_key(id).await {
+            Ok(key) => {
+                let key = key.map(Arc::new);
+                let now = Instant::now();
+                self.remember(
+                    id,
+                    Entry {
+                        fetched: now,
+                        asked: now,
+                        key: key.clone(),
+                    },
+                );
+                Ok(key)
             }
+            Err(e) => match cached {
+                Some(entry) if entry.fetched.elapsed() < self.stale_if_error => {
+                    tracing::warn!(error = %e, key_id = id, "API key lookup failed; using the last answer");
+                    let key = entry.key.clone();
+                    self.remember(
+                        id,
+                        Entry {
+                            asked: Instant::now(),
+                            ..entry
+                        },
+                    );
+                    Ok(key)
+                }
+                _ => Err(e),
+            },
         }
-        Ok(entry)
     }
 
     /// Judges the credentials in `headers` for a route needing `scope`. Returns the key's
@@ -290,7 +339,11 @@ impl Auth {
     /// From the configuration: keys checked against `store`, or off (with a warning).
     pub fn new(config: &AuthConfig, store: Store) -> Auth {
         if config.enabled {
-            Auth::Keys(Arc::new(KeyChecker::new(store, config.cache_ttl)))
+            Auth::Keys(Arc::new(KeyChecker::new(
+                store,
+                config.cache_ttl,
+                config.stale_if_error,
+            )))
         } else {
             tracing::warn!("AUTH=off: API keys are not checked; every request is let through. Never expose this service.");
             Auth::Off

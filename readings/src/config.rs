@@ -215,6 +215,9 @@ pub struct AuthConfig {
     /// `AUTH_CACHE_SECS`: how long a key lookup is reused (0: never), and so the longest a
     /// revoked key keeps working in a running function.
     pub cache_ttl: Duration,
+    /// `AUTH_STALE_IF_ERROR_SECS`: while the database cannot be asked, how long a key it
+    /// vouched for keeps working (so ingest keeps accepting through a database outage).
+    pub stale_if_error: Duration,
 }
 
 impl Default for AuthConfig {
@@ -223,6 +226,7 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: true,
             cache_ttl: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(3600),
         }
     }
 }
@@ -248,11 +252,13 @@ impl AuthConfig {
                 })
             }
         };
+        let d = AuthConfig::default();
         Ok(AuthConfig {
             enabled,
-            cache_ttl: Duration::from_secs(env_or(
-                "AUTH_CACHE_SECS",
-                AuthConfig::default().cache_ttl.as_secs(),
+            cache_ttl: Duration::from_secs(env_or("AUTH_CACHE_SECS", d.cache_ttl.as_secs())?),
+            stale_if_error: Duration::from_secs(env_or(
+                "AUTH_STALE_IF_ERROR_SECS",
+                d.stale_if_error.as_secs(),
             )?),
         })
     }

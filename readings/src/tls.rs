@@ -172,12 +172,13 @@ impl TlsSettings {
             (SslMode::VerifyCa | SslMode::Require | SslMode::Prefer, Some(path)) => {
                 let mut roots = RootCertStore::empty();
                 add_pem_file(&mut roots, path)?;
-                Arc::new(ChainOnly {
-                    roots: Arc::new(roots),
+                Arc::new(NoHostNameCheck {
+                    roots: Some(Arc::new(roots)),
                     provider: provider.clone(),
                 })
             }
-            (SslMode::Require | SslMode::Prefer | SslMode::Disable, _) => Arc::new(NoCheck {
+            (SslMode::Require | SslMode::Prefer | SslMode::Disable, _) => Arc::new(NoHostNameCheck {
+                roots: None,
                 provider: provider.clone(),
             }),
         };
@@ -232,14 +233,17 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the host name is not checked.
+/// `verify-ca` (and `prefer` / `require` with a root certificate file): the chain must lead
+/// to a trusted root; the host name is not checked. Without roots (`prefer` / `require`
+/// alone), the certificate is not checked at all: encryption without authentication, as
+/// libpq does. Either way the handshake's signatures are checked against the presented key.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct NoHostNameCheck {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NoHostNameCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -248,68 +252,17 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `prefer` / `require` without a root certificate: encryption without authentication, as
-/// libpq does. The handshake's signatures are still checked against the presented key.
-#[derive(Debug)]
-struct NoCheck {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for NoCheck {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 

@@ -177,10 +177,12 @@ impl TlsSettings {
                     provider: provider.clone(),
                 })
             }
-            (SslMode::Require | SslMode::Prefer | SslMode::Disable, _) => Arc::new(NoHostNameCheck {
-                roots: None,
-                provider: provider.clone(),
-            }),
+            (SslMode::Require | SslMode::Prefer | SslMode::Disable, _) => {
+                Arc::new(NoHostNameCheck {
+                    roots: None,
+                    provider: provider.clone(),
+                })
+            }
         };
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

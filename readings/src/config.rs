@@ -95,6 +95,9 @@ pub struct DbConfig {
     pub statement_timeout: Duration,
     /// The connection read from the secret `DATABASE_SECRET_ARN` names; replaces `url`.
     pub secret: Option<ConnectionSettings>,
+    /// That secret's ARN: when the database refuses its credentials (rotated), the store
+    /// reads the secret again.
+    pub secret_arn: Option<String>,
     /// `DB_SSLMODE`: the least TLS to use; the connection's own `sslmode` wins when stricter.
     pub ssl_mode: Option<SslMode>,
     /// `DB_SSL_ROOT_CERT`: overrides the connection's `sslrootcert`.
@@ -110,6 +113,7 @@ impl Default for DbConfig {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             secret: None,
+            secret_arn: None,
             ssl_mode: None,
             ssl_root_cert: None,
         }
@@ -125,6 +129,7 @@ impl std::fmt::Debug for DbConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_arn", &self.secret_arn)
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
             .finish()
@@ -160,6 +165,7 @@ impl DbConfig {
                 env_or("DB_STATEMENT_TIMEOUT_SECS", 30u64)?,
             )?),
             secret: None,
+            secret_arn: None,
             ssl_mode,
             ssl_root_cert,
         })
@@ -180,6 +186,7 @@ impl DbConfig {
         let mut config = Self::from_env()?;
         let client = crate::secrets::client().await;
         config.secret = Some(crate::secrets::fetch(&client, arn).await?);
+        config.secret_arn = Some(arn.to_owned());
         tracing::info!(
             secret = arn,
             "database connection read from Secrets Manager"

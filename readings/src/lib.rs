@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod query;
 pub mod queue;
 pub mod reading;
+pub mod rotation;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -249,13 +249,18 @@ impl Store {
         if pg.get_application_name().is_none() {
             pg.application_name("sensor-pipeline");
         }
-        let manager = Manager::from_config(
-            pg,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &config.secret_arn {
+            // Connections that follow the secret's rotation (see `rotation`).
+            Some(arn) => Manager::from_connect(
+                pg,
+                crate::rotation::SecretConnect::new(tls, arn.clone()),
+                manager_config,
+            ),
+            None => Manager::from_config(pg, tls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -181,3 +181,82 @@ async fn a_malformed_json_secret_is_a_clear_error_without_its_content() {
     assert!(e.contains(&arn) && e.contains("field `host`"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+#[tokio::test]
+async fn a_rotated_password_is_read_again_from_the_secret_without_a_restart() {
+    let cluster = password_cluster().await;
+    let secret = |password: &str| {
+        serde_json::json!({
+            "username": "app", "password": password, "engine": "postgres",
+            "host": "127.0.0.1", "port": cluster.port, "dbname": "sensors"
+        })
+        .to_string()
+    };
+    let arn = create_secret(&secret(PASSWORD)).await;
+    let store = Store::new(&DbConfig::from_secret(&arn).await.expect("config")).unwrap();
+    store
+        .ready()
+        .await
+        .expect("connects with the first password");
+
+    let (admin, conn) = tokio_postgres::connect(
+        &format!("postgres://postgres@127.0.0.1:{}/sensors", cluster.port),
+        NoTls,
+    )
+    .await
+    .expect("connect as postgres");
+    tokio::spawn(conn);
+    // What rotation does: a new password on the role, then in the secret. Open connections
+    // stay logged in, so end them: the pool must log in again.
+    let rotate = |password: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .batch_execute(&format!("ALTER ROLE app PASSWORD '{password}'"))
+                .await
+                .expect("new password");
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
+                    &[],
+                )
+                .await
+                .expect("end app's sessions");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let query = || async {
+        let client = store
+            .pool()
+            .get()
+            .await
+            .map_err(|e| StoreError::from(e).to_string())?;
+        client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .map_err(|e| e.to_string())
+    };
+
+    rotate("rotated-1").await;
+    readings::secrets::client()
+        .await
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(secret("rotated-1"))
+        .send()
+        .await
+        .expect("rotate the secret");
+    assert_eq!(
+        query().await.as_deref(),
+        Ok("app"),
+        "logged in with the new password"
+    );
+
+    // The role's password changes but the secret does not: refused, with the reason.
+    rotate("rotated-2").await;
+    let err = query()
+        .await
+        .expect_err("the secret's password is out of date");
+    assert!(err.contains("password authentication failed"), "{err}");
+}

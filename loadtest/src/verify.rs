@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use hdrhistogram::Histogram;
+use readings::connection::ConnectionSettings;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::stats::ms;
 
@@ -191,8 +192,17 @@ async fn poll(
     }
 }
 
+/// Connects as the functions do: libpq's `sslmode` and `sslrootcert` in `url` are honoured
+/// (TLS with rustls), so `--verify` works against a managed database that requires TLS.
 async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    let settings = ConnectionSettings::parse(url).context("--verify: the connection string")?;
+    let tls = settings
+        .tls
+        .connector()
+        .context("--verify: the TLS settings")?;
+    let (client, connection) = settings
+        .postgres_config()
+        .connect(tls)
         .await
         .context("--verify: connecting to the database")?;
     tokio::spawn(connection);

@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Connect;
+use deadpool_postgres::{ConfigConnectImpl, Connect};
 use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config, Error};
@@ -27,7 +27,8 @@ struct Credentials {
 }
 
 pub struct SecretConnect {
-    tls: MakeRustlsConnect,
+    /// deadpool's own connector, given the credentials to use.
+    inner: ConfigConnectImpl<MakeRustlsConnect>,
     arn: String,
     newer: Mutex<Option<Credentials>>,
     last_read: tokio::sync::Mutex<Option<Instant>>,
@@ -36,7 +37,7 @@ pub struct SecretConnect {
 impl SecretConnect {
     pub fn new(tls: MakeRustlsConnect, arn: String) -> Self {
         SecretConnect {
-            tls,
+            inner: ConfigConnectImpl { tls },
             arn,
             newer: Mutex::new(None),
             last_read: tokio::sync::Mutex::new(None),
@@ -54,16 +55,6 @@ impl SecretConnect {
             }
         }
         config
-    }
-
-    async fn open(&self, config: &Config) -> Result<(Client, JoinHandle<()>), Error> {
-        let (client, connection) = config.connect(self.tls.clone()).await?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "database connection closed");
-            }
-        });
-        Ok((client, task))
     }
 
     /// Reads the secret again unless it was read within [`REFRESH_INTERVAL`]. Returns
@@ -109,9 +100,9 @@ impl Connect for SecretConnect {
     ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), Error>> {
         let base = pg_config.clone();
         Box::pin(async move {
-            match self.open(&self.config(&base)).await {
+            match self.inner.connect(&self.config(&base)).await {
                 Err(e) if refused_credentials(&e) && self.refresh().await => {
-                    self.open(&self.config(&base)).await
+                    self.inner.connect(&self.config(&base)).await
                 }
                 other => other,
             }

@@ -125,9 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Revoke { id } => {
-            let id = id.trim().trim_start_matches("spk_");
-            // A whole key pasted by mistake names its id too.
-            let id = id.split('_').next().unwrap_or(id);
+            let id = auth::named_id(&id);
             if !store.revoke_api_key(id).await.context("revoking the key")? {
                 anyhow::bail!("no key with id {id:?}; `keys list` shows the ids");
             }

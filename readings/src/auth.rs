@@ -89,6 +89,13 @@ fn hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
+/// The key id an operator names: the id itself, with or without `spk_`, or a whole key
+/// pasted in its place.
+pub fn named_id(arg: &str) -> &str {
+    let id = arg.trim().trim_start_matches(PREFIX);
+    id.split('_').next().unwrap_or(id)
+}
+
 /// The id of a well-formed key, without looking anything up.
 fn key_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(PREFIX)?;
@@ -407,6 +414,14 @@ mod tests {
         assert_eq!(key_id(&key.to_uppercase()), None);
         assert_eq!(key_id("spk_0123456789ab"), None);
         assert_eq!(key_id(""), None);
+    }
+
+    #[test]
+    fn operators_name_a_key_by_its_id_or_the_whole_key() {
+        let key = format!("spk_0123456789ab_{}", "f".repeat(64));
+        for arg in [key.as_str(), "spk_0123456789ab", " 0123456789ab "] {
+            assert_eq!(named_id(arg), "0123456789ab", "{arg}");
+        }
     }
 
     #[test]

@@ -137,6 +137,40 @@ fn pg_url(pg: &tokio_postgres::Config, db: &str) -> String {
     format!("postgres://{user}@{host}:{port}/{db}")
 }
 
+/// An error and its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+/// The one value `sql` answers, asked through `store`'s pool (connecting as the functions
+/// do), or the error: the store's own when no connection can be had, as the functions
+/// log it.
+pub async fn store_value<T>(store: &Store, sql: &str) -> Result<T, String>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let client = store
+        .pool()
+        .get()
+        .await
+        .map_err(|e| crate::store::StoreError::from(e).to_string())?;
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .map_err(|e| error_chain(&e))?;
+    row.try_get(0).map_err(|e| error_chain(&e))
+}
+
 /// An API Gateway event from `events/` carrying `key` as its bearer token.
 pub fn event_with_key(file: &str, key: &str) -> serde_json::Value {
     let mut e = event(file);

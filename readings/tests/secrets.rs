@@ -4,8 +4,8 @@
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use readings::config::{ConfigError, DbConfig};
 use readings::secrets::SecretError;
-use readings::store::{Store, StoreError};
-use readings::testing::PrivateCluster;
+use readings::store::Store;
+use readings::testing::{store_value, PrivateCluster};
 use tokio_postgres::NoTls;
 
 /// Everything a connection string would need escaped, and then some.
@@ -69,16 +69,7 @@ async fn password_cluster() -> PrivateCluster {
 
 async fn current_user(config: &DbConfig) -> Result<String, String> {
     let store = Store::new(config).map_err(|e| e.to_string())?;
-    let client = store
-        .pool()
-        .get()
-        .await
-        .map_err(|e| StoreError::from(e).to_string())?;
-    let row = client
-        .query_one("SELECT current_user::text", &[])
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(row.get(0))
+    store_value(&store, "SELECT current_user::text").await
 }
 
 #[tokio::test]
@@ -225,18 +216,7 @@ async fn a_rotated_password_is_read_again_from_the_secret_without_a_restart() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     };
-    let query = || async {
-        let client = store
-            .pool()
-            .get()
-            .await
-            .map_err(|e| StoreError::from(e).to_string())?;
-        client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .map(|r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())
-    };
+    let query = || store_value::<String>(&store, "SELECT current_user::text");
 
     rotate("rotated-1").await;
     readings::secrets::client()

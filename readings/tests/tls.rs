@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use readings::config::DbConfig;
-use readings::store::{Store, StoreError};
-use readings::testing::PrivateCluster;
+use readings::store::Store;
+use readings::testing::{error_chain, store_value, PrivateCluster};
 use readings::tls::{RootCert, SslMode};
 
 /// A CA and a server certificate it signed for `localhost` and `127.0.0.1`, as PEM.
@@ -62,21 +62,6 @@ fn write_temp(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// An error and its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
-}
-
 fn config(url: String) -> DbConfig {
     DbConfig {
         url,
@@ -89,21 +74,12 @@ fn config(url: String) -> DbConfig {
 /// Connects as `config` says through a `Store`'s pool and answers whether the session uses
 /// TLS, or the error (setup or connection) with its causes.
 async fn ssl_in_use(config: &DbConfig) -> Result<bool, String> {
-    let store = Store::new(config).map_err(|e| chain(&e))?;
-    // What the functions log: the store's error.
-    let client = store
-        .pool()
-        .get()
-        .await
-        .map_err(|e| StoreError::from(e).to_string())?;
-    let row = client
-        .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .map_err(|e| chain(&e))?;
-    Ok(row.get(0))
+    let store = Store::new(config).map_err(|e| error_chain(&e))?;
+    store_value(
+        &store,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await
 }
 
 /// What a case must give: a TLS session, a plain one, or an error containing this text.

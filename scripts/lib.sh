@@ -9,6 +9,10 @@
 #   VENV_DIR   the repo's Python virtualenv (.venv)
 #   MOTO_PID   pid of the moto server started by start_moto
 #   QUEUE_URL, DLQ_URL   set by setup_queues
+#
+# PG_TARGET (read by start_postgres): `postgres` starts a plain PostgreSQL server;
+# `timescaledb` preloads the TimescaleDB extension (shared_preload_libraries), which must be
+# installed (see timescaledb_installed).
 
 if [[ -n "${_SENSOR_SCRIPTS_LIB_LOADED:-}" ]]; then
   return 0
@@ -171,6 +175,33 @@ ensure_pg_bin() {
   export PG_BIN PSQL
 }
 
+# Succeeds when the TimescaleDB extension is installed for the server in PG_BIN (its
+# library and control file are in place), whether or not any cluster preloads it.
+timescaledb_installed() {
+  local libdir sharedir
+  [[ -n "${PG_BIN:-}" ]] || ensure_pg_bin
+  libdir="$("$PG_BIN/pg_config" --pkglibdir 2>/dev/null || echo "$(dirname "$PG_BIN")/lib")"
+  sharedir="$("$PG_BIN/pg_config" --sharedir 2>/dev/null || echo "/usr/share/postgresql/$(basename "$(dirname "$PG_BIN")")")"
+  [[ -f "$libdir/timescaledb.so" && -f "$sharedir/extension/timescaledb.control" ]]
+}
+
+# The server options that make a cluster load TimescaleDB: preloaded (CREATE EXTENSION is
+# FATAL without it) and without telemetry (there is no internet to send it to).
+timescaledb_opts() {
+  printf '%s' "-c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
+}
+
+# Prints what the server on 127.0.0.1:PORT is, e.g. "PostgreSQL 15.18 + TimescaleDB 2.28.3"
+# (TimescaleDB when preloaded, with the version that CREATE EXTENSION would install).
+pg_server_label() {
+  "$PSQL" -X -q -tA -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "
+    SELECT 'PostgreSQL ' || current_setting('server_version')
+        || coalesce(' + TimescaleDB ' || (SELECT default_version FROM pg_available_extensions
+                                           WHERE name = 'timescaledb'
+                                             AND current_setting('shared_preload_libraries')
+                                                 ~ '(^|[ ,])timescaledb($|[ ,])'), '')"
+}
+
 # Runs a PostgreSQL server program, as the postgres OS user when we are root.
 pg_run() {
   if is_root; then
@@ -228,6 +259,7 @@ pg_running_port() {
 # Initialises DATADIR if needed, starts it on 127.0.0.1:PORT and creates the
 # `sensors` database. With `test`, durability is traded for speed.
 # PG_EXTRA_OPTS, when set, is added to the server's options (e.g. "-c ssl=on").
+# PG_TARGET=timescaledb preloads TimescaleDB (which must be installed).
 start_postgres() {
   local datadir port mode logfile locale opts running_port
   [[ $# -ge 2 ]] || die "usage: start_postgres DATADIR PORT [test]"
@@ -277,6 +309,15 @@ start_postgres() {
     else
       opts+=" -c shared_buffers=256MB -c work_mem=8MB -c effective_cache_size=1GB"
     fi
+    case "${PG_TARGET:-postgres}" in
+      postgres) ;;
+      timescaledb)
+        timescaledb_installed || die "PG_TARGET=timescaledb, but TimescaleDB is not installed for $PG_BIN.
+  Install it (Timescale's packages for PostgreSQL $(basename "$(dirname "$PG_BIN")"), e.g. timescaledb-2-postgresql-15) or use PG_TARGET=postgres."
+        opts+=" $(timescaledb_opts)"
+        ;;
+      *) die "PG_TARGET must be postgres or timescaledb, not '${PG_TARGET}'" ;;
+    esac
     opts+="${PG_EXTRA_OPTS:+ $PG_EXTRA_OPTS}"
 
     touch "$logfile"

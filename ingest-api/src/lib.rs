@@ -26,6 +26,7 @@ pub fn router(ingestor: Arc<Ingestor>, auth: &Auth) -> Router {
     auth.protect(routes, Scope::Ingest)
         .fallback(not_found)
         .with_state(ingestor)
+        .layer(readings::http::catch_panic())
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
@@ -91,6 +92,7 @@ pub async fn run() -> anyhow::Result<()> {
     let sender = Sender::new(queue::client().await, &queue_config).await;
     // API keys and Idempotency-Keys live in the database; connections open lazily.
     let store = Store::new(&DbConfig::load().await?)?;
+    store.check_at_start(false).await?;
     let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
     let addr = config.addr;

@@ -32,6 +32,7 @@ pub fn router(store: Store, auth: &Auth) -> Router {
     auth.protect(routes, Scope::Query)
         .fallback(not_found)
         .with_state(store)
+        .layer(readings::http::catch_panic())
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
@@ -214,6 +215,7 @@ pub async fn run() -> anyhow::Result<()> {
     readings::metrics::init()?;
     let config = QueryConfig::from_env()?;
     let store = Store::new(&DbConfig::load().await?)?;
+    store.check_at_start(false).await?;
     let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!("query-api starting");
     serve(router(store, &auth), config.addr).await

@@ -110,6 +110,29 @@ impl From<IngestError> for ApiError {
     }
 }
 
+/// The layer every HTTP function puts around its router: a handler that panics answers
+/// a JSON 500 (and logs the panic) instead of closing the client's connection unanswered.
+pub fn catch_panic() -> tower_http::catch_panic::CatchPanicLayer<PanicResponse> {
+    tower_http::catch_panic::CatchPanicLayer::custom(panic_response as PanicResponse)
+}
+
+/// What [`catch_panic`] answers a panic with.
+pub type PanicResponse = fn(Box<dyn std::any::Any + Send + 'static>) -> Response;
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error: the request could not be answered",
+    )
+    .into_response()
+}
+
 /// Answers unknown routes with a JSON 404.
 pub async fn not_found() -> ApiError {
     ApiError::new(
@@ -176,4 +199,41 @@ pub async fn serve_on(router: Router, listener: tokio::net::TcpListener) -> anyh
         .with_graceful_shutdown(crate::telemetry::shutdown_signal())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_json_500() {
+        async fn boom() -> &'static str {
+            let rows: Vec<u8> = Vec::new();
+            if rows.is_empty() {
+                panic!("row decoding failed");
+            }
+            "unreachable"
+        }
+        let app = Router::new().route("/", get(boom)).layer(catch_panic());
+        let request = axum::http::Request::builder()
+            .uri("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json["error"],
+            "internal error: the request could not be answered"
+        );
+    }
 }

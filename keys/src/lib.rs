@@ -78,6 +78,10 @@ impl<'a> From<&'a StoredKey> for KeyOut<'a> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = DbConfig::load().await?;
     let store = Store::new(&config)?;
+    let schema = store.schema().await.context("setting up the database")?;
+    if let Some(why) = &schema.plain_because {
+        eprintln!("warning: sensor_data is a plain table: {why}");
+    }
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Create { name, scopes } => {

@@ -102,6 +102,34 @@ pub struct DbConfig {
     pub ssl_mode: Option<SslMode>,
     /// `DB_SSL_ROOT_CERT`: overrides the connection's `sslrootcert`.
     pub ssl_root_cert: Option<RootCert>,
+    /// `TIMESCALEDB`: whether `sensor_data` is to be a hypertable.
+    pub timescaledb: TimescaleMode,
+}
+
+/// `TIMESCALEDB`: what the store does about TimescaleDB when it sets the schema up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimescaleMode {
+    /// A hypertable when the extension is installed and preloaded (or already created),
+    /// else a plain table, with one warning that says why.
+    #[default]
+    Auto,
+    /// A hypertable or nothing: schema setup fails with what to change.
+    Require,
+    /// Never creates the extension or a hypertable.
+    Off,
+}
+
+impl FromStr for TimescaleMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(TimescaleMode::Auto),
+            "require" | "required" => Ok(TimescaleMode::Require),
+            "off" => Ok(TimescaleMode::Off),
+            _ => Err("expected auto, require or off".into()),
+        }
+    }
 }
 
 /// The defaults, without looking at the environment.
@@ -116,6 +144,7 @@ impl Default for DbConfig {
             secret_arn: None,
             ssl_mode: None,
             ssl_root_cert: None,
+            timescaledb: TimescaleMode::Auto,
         }
     }
 }
@@ -132,6 +161,7 @@ impl std::fmt::Debug for DbConfig {
             .field("secret_arn", &self.secret_arn)
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("timescaledb", &self.timescaledb)
             .finish()
     }
 }
@@ -168,6 +198,7 @@ impl DbConfig {
             secret_arn: None,
             ssl_mode,
             ssl_root_cert,
+            timescaledb: env_or("TIMESCALEDB", d.timescaledb)?,
         })
     }
 

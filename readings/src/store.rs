@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::config::{DbConfig, LifecycleConfig};
+use crate::config::{DbConfig, LifecycleConfig, TimescaleMode};
 use crate::envelope::{BatchPart, EnvelopeError};
 use crate::reading::Reading;
 
@@ -35,6 +35,9 @@ pub enum StoreError {
     Envelope(#[from] EnvelopeError),
     #[error("database busy: {0}")]
     Busy(&'static str),
+    /// `TIMESCALEDB=require`, and the database cannot give a hypertable: why, and what to do.
+    #[error("TIMESCALEDB=require, but {0}")]
+    TimescaleRequired(String),
 }
 
 /// What to do about a failed write.
@@ -121,8 +124,13 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
 /// Bumped whenever `ensure_schema` creates something new.
 const SCHEMA_VERSION: i32 = 3;
 
-/// The table kind recorded by a setup of the current version, if there was one.
-async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<TableKind>, StoreError> {
+/// What a setup of the current version recorded, if there was one.
+struct Recorded {
+    /// A failed attempt to make the table a hypertable (it stayed plain, rows kept).
+    conversion_error: Option<String>,
+}
+
+async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<Recorded>, StoreError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('pipeline_schema') IS NOT NULL", &[])
         .await
@@ -131,17 +139,103 @@ async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<TableK
     if !exists {
         return Ok(None);
     }
+    let has_column: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = 'pipeline_schema'::regclass
+                              AND attname = 'conversion_error' AND NOT attisdropped)",
+            &[],
+        )
+        .await
+        .ctx("checking the schema version")?
+        .get(0);
+    if !has_column {
+        return Ok(None);
+    }
     let row = client
         .query_opt(
-            "SELECT table_kind FROM pipeline_schema WHERE version = $1",
+            "SELECT conversion_error FROM pipeline_schema WHERE version = $1",
             &[&SCHEMA_VERSION],
         )
         .await
         .ctx("checking the schema version")?;
-    Ok(row.map(|r| match r.get::<_, &str>(0) {
-        "hypertable" => TableKind::Hypertable,
-        _ => TableKind::Plain,
+    Ok(row.map(|r| Recorded {
+        conversion_error: r.get(0),
     }))
+}
+
+/// What the server offers of TimescaleDB, read before anything tries it: on a server that
+/// has the extension installed but not preloaded, `CREATE EXTENSION timescaledb` is FATAL
+/// and closes the connection.
+#[derive(Debug, Clone, Default)]
+struct Timescale {
+    /// The version `CREATE EXTENSION` would install, when the extension is installed.
+    available: Option<String>,
+    /// The version created in this database, if it is.
+    created: Option<String>,
+    /// Whether `shared_preload_libraries` names it.
+    preloaded: bool,
+}
+
+impl Timescale {
+    async fn probe(client: &tokio_postgres::Client) -> Result<Timescale, StoreError> {
+        let row = client
+            .query_one(
+                // The loader's settings exist only where the server loaded it; pg_settings
+                // hides shared_preload_libraries from roles without pg_read_all_settings
+                // (such as RDS's master user), where the loader's presence decides alone.
+                "SELECT (SELECT default_version FROM pg_available_extensions
+                         WHERE name = 'timescaledb'),
+                        (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
+                        EXISTS (SELECT 1 FROM pg_settings WHERE name = 'timescaledb.disable_load'),
+                        (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries')",
+                &[],
+            )
+            .await
+            .ctx("looking for TimescaleDB")?;
+        let loader: bool = row.get(2);
+        let preload: Option<String> = row.get(3);
+        Ok(Timescale {
+            available: row.get(0),
+            created: row.get(1),
+            preloaded: loader
+                && preload.is_none_or(|list| {
+                    list.split(',')
+                        .any(|lib| lib.trim().trim_matches('"') == "timescaledb")
+                }),
+        })
+    }
+
+    /// Why this server cannot give a hypertable, with what to change; `None` when it can.
+    fn obstacle(&self) -> Option<String> {
+        if self.preloaded {
+            return None;
+        }
+        Some(if self.available.is_none() && self.created.is_none() {
+            "TimescaleDB is not installed on this PostgreSQL server: install it (Timescale's \
+             package for your PostgreSQL, e.g. timescaledb-2-postgresql-15), add \
+             shared_preload_libraries = 'timescaledb' to postgresql.conf and restart the server"
+                .to_owned()
+        } else {
+            "TimescaleDB is installed but not preloaded: add shared_preload_libraries = \
+             'timescaledb' to postgresql.conf (timescaledb-tune does it) and restart the server"
+                .to_owned()
+        })
+    }
+}
+
+/// Whether `sensor_data` is a hypertable (the extension must be created and loaded).
+async fn is_hypertable(client: &impl tokio_postgres::GenericClient) -> Result<bool, StoreError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                            WHERE hypertable_schema = current_schema()
+                              AND hypertable_name = 'sensor_data')",
+            &[],
+        )
+        .await
+        .ctx("looking for the hypertable")?
+        .get(0))
 }
 
 /// How `sensor_data` is stored.
@@ -149,6 +243,21 @@ async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<TableK
 pub enum TableKind {
     Hypertable,
     Plain,
+}
+
+/// What [`Store::schema`] found and set up: how `sensor_data` is stored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    pub kind: TableKind,
+    /// The TimescaleDB version created in the database, when it is.
+    pub timescaledb: Option<String>,
+    /// Why `sensor_data` is a plain table although `TIMESCALEDB` is not `off`, with what to
+    /// change.
+    pub plain_because: Option<String>,
+    /// Whether `sensor_data` allows NULLs (a table made by other software, such as the
+    /// Timescale tutorial's): the queries then skip rows with a NULL time, location or
+    /// temperature.
+    pub nullable: bool,
 }
 
 /// What one [`Store::write`] call did.
@@ -221,7 +330,8 @@ impl Default for RecentQuery {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
-    schema: Arc<OnceCell<TableKind>>,
+    schema: Arc<OnceCell<Schema>>,
+    timescale: TimescaleMode,
     /// Locations known to be in `sensor_locations`, so writes skip registering them.
     known_locations: Arc<std::sync::Mutex<HashSet<String>>>,
 }
@@ -271,6 +381,7 @@ impl Store {
         Ok(Store {
             pool,
             schema: Arc::new(OnceCell::new()),
+            timescale: config.timescaledb,
             known_locations: Arc::default(),
         })
     }
@@ -282,40 +393,100 @@ impl Store {
     /// Sets the schema up once per process (see [`Store::ensure_schema`]); a failed attempt
     /// is retried on the next call.
     pub async fn ready(&self) -> Result<TableKind, StoreError> {
-        self.schema
-            .get_or_try_init(|| self.ensure_schema())
-            .await
-            .copied()
+        Ok(self.schema().await?.kind)
     }
 
-    /// Creates what the pipeline needs, idempotently. Safe when several processes start at
-    /// once: the whole setup runs in one transaction under an advisory lock.
+    /// [`Store::ready`], with what it found: the table kind, the TimescaleDB version and,
+    /// for a plain table, why.
+    pub async fn schema(&self) -> Result<&Schema, StoreError> {
+        self.schema.get_or_try_init(|| self.set_up()).await
+    }
+
+    /// Sets the schema up now and logs what it found: a function calls this at start, so
+    /// its log says which table kind it uses and a setting that cannot be met
+    /// (`TIMESCALEDB=require` without TimescaleDB, a wrong password) stops it there. A
+    /// database that is down or unreachable does not: the function starts and sets the
+    /// schema up on first use, and the error is returned only when `strict`.
+    pub async fn check_at_start(&self, strict: bool) -> Result<(), StoreError> {
+        match self.schema().await {
+            Ok(s) => {
+                let kind = match s.kind {
+                    TableKind::Hypertable => "hypertable",
+                    TableKind::Plain => "plain table",
+                };
+                tracing::info!(
+                    table = kind,
+                    timescaledb = s.timescaledb.as_deref().unwrap_or("none"),
+                    nullable_columns = s.nullable,
+                    "sensor_data is a {kind}"
+                );
+                if let Some(why) = &s.plain_because {
+                    tracing::warn!("sensor_data is a plain table: {why} (TIMESCALEDB=off silences this; TIMESCALEDB=require refuses to start without a hypertable)");
+                }
+                Ok(())
+            }
+            Err(e) if !strict && matches!(e, StoreError::Pool(_)) => {
+                tracing::warn!(error = %e, "the database is unavailable at start; the schema is set up on first use");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates what the pipeline needs, idempotently, and returns the table kind. Safe when
+    /// several processes start at once: the whole setup runs in one transaction under an
+    /// advisory lock.
     ///
-    /// With the `timescaledb` extension available, `sensor_data` becomes a hypertable
-    /// (creating the extension if needed); otherwise it is a plain table. Either way it gets
-    /// the indexes that make "newest N" and "newest N of one location" index scans.
+    /// `sensor_data` becomes a hypertable when `TIMESCALEDB` allows it and the server can
+    /// give one (TimescaleDB installed and preloaded, or already created in the database);
+    /// otherwise it is a plain table. Either way it gets the indexes that make "newest N" and
+    /// "newest N of one location" index scans. An existing `sensor_data` (the tutorial's,
+    /// with nullable columns, a hypertable or not) is adopted as it is: its rows are kept,
+    /// and a plain one is turned into a hypertable with `migrate_data` only when that
+    /// succeeds; when it cannot (a row with a NULL time) the table stays plain and the reason
+    /// is recorded.
     ///
     /// A marker row in `pipeline_schema` records the version set up; when it is current the
-    /// setup takes no locks at all (DDL would briefly block writers on every cold start).
+    /// setup takes no locks at all (DDL would briefly block writers on every cold start),
+    /// unless a plain table could now become a hypertable.
     pub async fn ensure_schema(&self) -> Result<TableKind, StoreError> {
-        let mut client = self.pool.get().await?;
-        if let Some(kind) = current_schema(&client).await? {
-            return Ok(kind);
-        }
-        let tx = schema_transaction(&mut client).await?;
+        Ok(self.set_up().await?.kind)
+    }
 
-        let available: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
-                &[],
-            )
+    async fn set_up(&self) -> Result<Schema, StoreError> {
+        let mut client = self.pool.get().await?;
+        let ts = Timescale::probe(&client).await?;
+        let want = self.timescale != TimescaleMode::Off;
+        if self.timescale == TimescaleMode::Require {
+            if let Some(why) = ts.obstacle() {
+                return Err(StoreError::TimescaleRequired(why));
+            }
+        }
+        if let Some(recorded) = current_schema(&client).await? {
+            let hypertable = ts.preloaded && ts.created.is_some() && is_hypertable(&**client).await?;
+            // A conversion that failed is tried again only when a hypertable is required.
+            let settled = hypertable
+                || !want
+                || ts.obstacle().is_some()
+                || (recorded.conversion_error.is_some()
+                    && self.timescale != TimescaleMode::Require);
+            if settled {
+                let plain_because = (!hypertable && want)
+                    .then(|| recorded.conversion_error.or_else(|| ts.obstacle()))
+                    .flatten();
+                return describe_schema(&client, hypertable, &ts, plain_because).await;
+            }
+        }
+
+        let tx = schema_transaction(&mut client).await?;
+        // Turning a large existing table into a hypertable moves every row: no time limit.
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
             .await
-            .ctx("looking for timescaledb")?
-            .get(0);
-        let mut kind = TableKind::Plain;
-        if available {
-            // The extension can be installed but not loadable (not in shared_preload_libraries,
-            // or no privilege): fall back to a plain table rather than fail.
+            .ctx("schema setup")?;
+        let mut ts = ts;
+        let mut plain_because = if want { ts.obstacle() } else { None };
+        if want && plain_because.is_none() && ts.created.is_none() {
+            // Preloaded, so a failure here is an ERROR (e.g. no privilege), not FATAL.
             tx.batch_execute("SAVEPOINT timescale")
                 .await
                 .ctx("schema setup")?;
@@ -323,9 +494,22 @@ impl Store {
                 .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 .await
             {
-                Ok(()) => kind = TableKind::Hypertable,
+                Ok(()) => {
+                    ts.created = tx
+                        .query_one(
+                            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+                            &[],
+                        )
+                        .await
+                        .ctx("reading the TimescaleDB version")?
+                        .get(0);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "timescaledb is available but could not be created; using a plain table");
+                    plain_because = Some(format!(
+                        "CREATE EXTENSION timescaledb failed: {} (create it as a superuser: \
+                         CREATE EXTENSION timescaledb)",
+                        describe(&e)
+                    ));
                     tx.batch_execute("ROLLBACK TO SAVEPOINT timescale")
                         .await
                         .ctx("schema setup")?;
@@ -370,15 +554,43 @@ impl Store {
         .await
         .ctx("creating tables")?;
 
-        if kind == TableKind::Hypertable {
-            // TimescaleDB 2.13+ API. Existing rows are moved into chunks; the default
-            // (time DESC) index is created with it.
-            tx.batch_execute(
-                "SELECT create_hypertable('sensor_data', by_range('time'),
-                                          if_not_exists => TRUE, migrate_data => TRUE)",
-            )
-            .await
-            .ctx("creating the hypertable")?;
+        let loaded = ts.preloaded && ts.created.is_some();
+        let mut hypertable = loaded && is_hypertable(&*tx).await?;
+        let mut conversion_error = None;
+        if want && loaded && !hypertable {
+            // TimescaleDB 2.13+ API. Existing rows move into chunks; the default (time DESC)
+            // index comes with it. It refuses (and the savepoint keeps every row where it
+            // was) when a row has no time.
+            tx.batch_execute("SAVEPOINT hypertable")
+                .await
+                .ctx("schema setup")?;
+            match tx
+                .batch_execute(
+                    "SELECT create_hypertable('sensor_data', by_range('time'),
+                                              if_not_exists => TRUE, migrate_data => TRUE)",
+                )
+                .await
+            {
+                Ok(()) => hypertable = true,
+                Err(e) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT hypertable")
+                        .await
+                        .ctx("schema setup")?;
+                    let why = format!(
+                        "the existing sensor_data could not become a hypertable: {}; it stays \
+                         a plain table with every row kept (fix or delete the rows it names, \
+                         then start a function once with TIMESCALEDB=require to try again)",
+                        describe(&e)
+                    );
+                    conversion_error = Some(why.clone());
+                    plain_because = Some(why);
+                }
+            }
+        }
+        if self.timescale == TimescaleMode::Require && !hypertable {
+            return Err(StoreError::TimescaleRequired(plain_because.unwrap_or_else(
+                || "sensor_data could not be made a hypertable".to_owned(),
+            )));
         }
         tx.batch_execute(
             "CREATE INDEX IF NOT EXISTS sensor_data_time_idx ON sensor_data (time DESC);
@@ -391,7 +603,8 @@ impl Store {
         tx.batch_execute(
             "INSERT INTO sensor_locations (location)
              WITH RECURSIVE l(location) AS (
-                 (SELECT location FROM sensor_data ORDER BY location LIMIT 1)
+                 (SELECT location FROM sensor_data WHERE location IS NOT NULL
+                  ORDER BY location LIMIT 1)
                  UNION ALL
                  SELECT (SELECT d.location FROM sensor_data d WHERE d.location > l.location
                          ORDER BY d.location LIMIT 1)
@@ -410,22 +623,21 @@ impl Store {
                  lifecycle  TEXT
              );
              ALTER TABLE pipeline_schema ADD COLUMN IF NOT EXISTS lifecycle TEXT;
+             ALTER TABLE pipeline_schema ADD COLUMN IF NOT EXISTS conversion_error TEXT;
              DELETE FROM pipeline_schema;",
         )
         .await
         .ctx("recording the schema version")?;
-        let kind_name = match kind {
-            TableKind::Hypertable => "hypertable",
-            TableKind::Plain => "plain",
-        };
+        let kind_name = if hypertable { "hypertable" } else { "plain" };
         tx.execute(
-            "INSERT INTO pipeline_schema (version, table_kind) VALUES ($1, $2)",
-            &[&SCHEMA_VERSION, &kind_name],
+            "INSERT INTO pipeline_schema (version, table_kind, conversion_error)
+             VALUES ($1, $2, $3)",
+            &[&SCHEMA_VERSION, &kind_name, &conversion_error],
         )
         .await
         .ctx("recording the schema version")?;
         tx.commit().await.ctx("committing schema setup")?;
-        Ok(kind)
+        describe_schema(&client, hypertable, &ts, plain_because).await
     }
 
     /// Writes batch parts in one transaction: records each `(batch id, part)` and COPYs the
@@ -566,7 +778,9 @@ impl Store {
                             count(*) AS readings, sum(temperature) AS total,
                             min(temperature) AS min_temperature,
                             max(temperature) AS max_temperature
-                     FROM sensor_data GROUP BY bucket, location
+                     FROM sensor_data
+                     WHERE location IS NOT NULL AND temperature IS NOT NULL
+                     GROUP BY bucket, location
                      WITH NO DATA;
                      SELECT add_continuous_aggregate_policy('sensor_data_hourly',
                          start_offset => INTERVAL '3 days', end_offset => INTERVAL '1 hour',
@@ -722,12 +936,14 @@ impl Store {
     /// `sensor_locations` and one `(location, time DESC)` index probe per location, so it
     /// never scans the table.
     pub async fn latest(&self, locations: Option<&[String]>) -> Result<Vec<Reading>, StoreError> {
-        self.ready().await?;
+        let skip = null_filter(self.schema().await?);
         let client = self.pool.get().await?;
-        let probe = "CROSS JOIN LATERAL (
-                         SELECT time, temperature FROM sensor_data d
-                         WHERE d.location = l.location ORDER BY time DESC LIMIT 1) r
-                     ORDER BY l.location";
+        let probe = format!(
+            "CROSS JOIN LATERAL (
+                 SELECT time, temperature FROM sensor_data d
+                 WHERE d.location = l.location{skip} ORDER BY time DESC LIMIT 1) r
+             ORDER BY l.location"
+        );
         let rows = match locations {
             Some(list) => {
                 let sql = format!(
@@ -754,7 +970,8 @@ impl Store {
     /// `time_bucket` on a hypertable and `date_bin` on plain PostgreSQL; hourly and daily
     /// buckets come from the `sensor_data_hourly` continuous aggregate when it exists.
     pub async fn stats(&self, q: &StatsQuery) -> Result<Vec<BucketStats>, StoreError> {
-        let kind = self.ready().await?;
+        let schema = self.schema().await?;
+        let (kind, skip) = (schema.kind, null_filter(schema));
         let client = self.pool.get().await?;
         let use_cagg = kind == TableKind::Hypertable
             && q.bucket_secs >= 3600
@@ -783,7 +1000,7 @@ impl Store {
             format!(
                 "SELECT {b} AS bucket, count(*), avg(temperature), min(temperature), max(temperature)
                  FROM sensor_data
-                 WHERE time >= $2 AND time < $3 {location_clause}
+                 WHERE time >= $2 AND time < $3 {location_clause}{skip}
                  GROUP BY 1 ORDER BY 1",
                 b = bucket_expr("time")
             )
@@ -814,10 +1031,13 @@ impl Store {
 
     /// The newest readings, newest first.
     pub async fn recent(&self, q: &RecentQuery) -> Result<Vec<Reading>, StoreError> {
-        self.ready().await?;
+        let nullable = self.schema().await?.nullable;
         let mut sql = String::from("SELECT time, location, temperature FROM sensor_data");
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         let mut clauses = Vec::new();
+        if nullable {
+            clauses.push(NOT_NULL.to_owned());
+        }
         if let Some(l) = &q.location {
             params.push(l);
             clauses.push(format!("location = ${}", params.len()));
@@ -859,6 +1079,35 @@ impl Store {
             .ctx("reading recent readings")?;
         Ok(rows.into_iter().map(reading_from_row).collect())
     }
+}
+
+/// The [`Schema`] of a set-up database.
+async fn describe_schema(
+    client: &tokio_postgres::Client,
+    hypertable: bool,
+    ts: &Timescale,
+    plain_because: Option<String>,
+) -> Result<Schema, StoreError> {
+    let nullable: bool = client
+        .query_one(
+            "SELECT coalesce(bool_or(NOT attnotnull), FALSE) FROM pg_attribute
+             WHERE attrelid = 'sensor_data'::regclass
+               AND attname IN ('time', 'location', 'temperature') AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .ctx("reading the columns of sensor_data")?
+        .get(0);
+    Ok(Schema {
+        kind: if hypertable {
+            TableKind::Hypertable
+        } else {
+            TableKind::Plain
+        },
+        timescaledb: ts.created.clone(),
+        plain_because,
+        nullable,
+    })
 }
 
 /// A transaction for schema changes: serialised across processes by the schema advisory
@@ -903,6 +1152,18 @@ async fn delete_older_than(
         if n < DELETE_CHUNK {
             return Ok(total);
         }
+    }
+}
+
+/// The rows the queries answer from a table that allows NULLs: complete ones.
+const NOT_NULL: &str = "time IS NOT NULL AND location IS NOT NULL AND temperature IS NOT NULL";
+
+/// `" AND <NOT_NULL>"` for a table that allows NULLs, else nothing.
+fn null_filter(schema: &Schema) -> String {
+    if schema.nullable {
+        format!(" AND {NOT_NULL}")
+    } else {
+        String::new()
     }
 }
 

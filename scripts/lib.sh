@@ -195,7 +195,7 @@ timescaledb_opts() {
 # (TimescaleDB when preloaded, with the version that CREATE EXTENSION would install).
 pg_server_label() {
   "$PSQL" -X -q -tA -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "
-    SELECT 'PostgreSQL ' || current_setting('server_version')
+    SELECT 'PostgreSQL ' || split_part(current_setting('server_version'), ' ', 1)
         || coalesce(' + TimescaleDB ' || (SELECT default_version FROM pg_available_extensions
                                            WHERE name = 'timescaledb'
                                              AND current_setting('shared_preload_libraries')

@@ -19,6 +19,60 @@ fn suffix() -> String {
     format!("{n:016x}")
 }
 
+/// The table kind the test server gives: `PG_TARGET=timescaledb` (the TimescaleDB pass of
+/// `scripts/test`) starts every cluster with TimescaleDB preloaded, so a hypertable;
+/// otherwise a plain table (TimescaleDB may be installed, but is not preloaded).
+pub fn expected_kind() -> crate::store::TableKind {
+    match std::env::var("PG_TARGET").as_deref() {
+        Ok("timescaledb") => crate::store::TableKind::Hypertable,
+        _ => crate::store::TableKind::Plain,
+    }
+}
+
+/// Runs every TimescaleDB policy job of the database now, in this session (`CALL
+/// run_job`, which fails with the job's error), then reads
+/// `timescaledb_information.job_stats` for what the background scheduler recorded. Returns
+/// `(proc_name, outcome)` by name: `Success` when the run succeeded and no background run of
+/// the job failed, else the failure.
+pub async fn run_policy_jobs(client: &tokio_postgres::Client) -> Vec<(String, String)> {
+    let jobs: Vec<(i32, String)> = client
+        .query(
+            "SELECT job_id, proc_name::text FROM timescaledb_information.jobs
+             WHERE proc_name LIKE 'policy_%' AND proc_name <> 'policy_job_stat_history_retention'
+             ORDER BY proc_name, job_id",
+            &[],
+        )
+        .await
+        .expect("list jobs")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut outcomes = Vec::new();
+    for (id, name) in jobs {
+        let outcome = match client.batch_execute(&format!("CALL run_job({id})")).await {
+            Err(e) => format!("run_job failed: {}", error_chain(&e)),
+            Ok(()) => {
+                let failures: i64 = client
+                    .query_one(
+                        "SELECT coalesce(total_failures, 0) FROM timescaledb_information.job_stats
+                         WHERE job_id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or(0);
+                if failures == 0 {
+                    "Success".to_owned()
+                } else {
+                    format!("{failures} background runs failed")
+                }
+            }
+        };
+        outcomes.push((name, outcome));
+    }
+    outcomes
+}
+
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
         panic!("TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL and moto")
@@ -661,6 +715,8 @@ pub struct PrivateCluster {
     pub port: u16,
     /// Server settings given with [`PrivateCluster::set`], applied on every start.
     settings: Vec<(String, String)>,
+    /// `PG_TARGET` for this cluster; by default the tests' own (see [`expected_kind`]).
+    target: Option<&'static str>,
 }
 
 impl PrivateCluster {
@@ -686,7 +742,15 @@ impl PrivateCluster {
             dir,
             port,
             settings: Vec::new(),
+            target: None,
         }
+    }
+
+    /// Starts this cluster without TimescaleDB preloaded, whatever the tests' target: the
+    /// state of a server right after TimescaleDB's package is installed.
+    pub fn without_timescaledb(mut self) -> PrivateCluster {
+        self.target = Some("postgres");
+        self
     }
 
     /// Writes `contents` to file `name` beside the data directory, readable by the server
@@ -752,15 +816,17 @@ impl PrivateCluster {
             .iter()
             .map(|(name, value)| format!("-c {name}='{value}'"))
             .collect();
-        let status = std::process::Command::new("bash")
-            .arg("-c")
+        let mut bash = std::process::Command::new("bash");
+        bash.arg("-c")
             .arg(format!(
                 "set -euo pipefail; source '{}/scripts/lib.sh'; ensure_pg_bin; {command}",
                 repo_root().display()
             ))
-            .env("PG_EXTRA_OPTS", options.join(" "))
-            .status()
-            .expect("run bash");
+            .env("PG_EXTRA_OPTS", options.join(" "));
+        if let Some(target) = self.target {
+            bash.env("PG_TARGET", target);
+        }
+        let status = bash.status().expect("run bash");
         assert!(status.success(), "{command} failed");
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::envelope::{BatchPart, WireReading};
 use readings::store::{RecentQuery, TableKind};
-use readings::testing::TestDb;
+use readings::testing::{expected_kind, run_policy_jobs, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap()
@@ -30,7 +30,7 @@ async fn concurrent_schema_setup_makes_one_table_without_error() {
         tasks.spawn(async move { store.ensure_schema().await });
     }
     while let Some(r) = tasks.join_next().await {
-        assert_eq!(r.unwrap().unwrap(), TableKind::Plain);
+        assert_eq!(r.unwrap().unwrap(), expected_kind());
     }
     let c = db.client().await;
     let tables: i64 = c
@@ -57,7 +57,19 @@ async fn concurrent_schema_setup_makes_one_table_without_error() {
         ["sensor_data_location_time_idx", "sensor_data_time_idx"]
     );
     // And again, on a schema that exists.
-    assert_eq!(db.store.ensure_schema().await.unwrap(), TableKind::Plain);
+    assert_eq!(db.store.ensure_schema().await.unwrap(), expected_kind());
+    let hypertables: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_extension e, LATERAL (
+                 SELECT 1 FROM timescaledb_information.hypertables
+                 WHERE hypertable_name = 'sensor_data') h
+             WHERE e.extname = 'timescaledb'",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(hypertables, i64::from(expected_kind() == TableKind::Hypertable));
 }
 
 #[tokio::test]
@@ -238,9 +250,15 @@ async fn lifecycle_settings_are_recorded_and_reapplied_when_changed() {
 }
 
 #[tokio::test]
-async fn plain_table_retention_deletes_only_expired_readings() {
+async fn retention_deletes_only_expired_readings() {
     use readings::config::LifecycleConfig;
     let db = TestDb::new().await;
+    let cfg = LifecycleConfig {
+        retention_days: 30,
+        ..LifecycleConfig::default()
+    };
+    // As the writer does: settings first (one-day chunks on a hypertable), then readings.
+    assert!(db.store.apply_lifecycle(&cfg).await.unwrap());
     let now = Utc::now().timestamp_micros();
     let day = 86_400_000_000i64;
     let rows: Vec<(i64, &str, f64)> = (0..12_000)
@@ -251,37 +269,44 @@ async fn plain_table_retention_deletes_only_expired_readings() {
         .iter()
         .filter(|(t, _, _)| *t > now - 30 * day + 60_000_000)
         .count() as i64;
-    let cfg = LifecycleConfig {
-        retention_days: 30,
-        ..LifecycleConfig::default()
-    };
     let deleted = db.store.delete_expired(&cfg).await.unwrap();
-    assert_eq!(db.count().await, keep);
-    assert_eq!(deleted as i64, 12_000 - keep);
+    if expected_kind() == TableKind::Hypertable {
+        // The retention policy drops whole chunks (one day each) past 30 days instead.
+        assert_eq!(deleted, 0);
+        let c = db.client().await;
+        let jobs = run_policy_jobs(&c).await;
+        assert!(
+            jobs.contains(&("policy_retention".into(), "Success".into())),
+            "{jobs:?}"
+        );
+        let (kept_new, left_old, total): (i64, i64, i64) = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE time > now() - interval '30 days'),
+                        count(*) FILTER (WHERE time < now() - interval '31 days'),
+                        count(*)
+                 FROM sensor_data",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .unwrap();
+        assert_eq!(kept_new, keep);
+        assert_eq!(left_old, 0, "readings older than the retention and its chunk");
+        assert!(total < 12_000);
+    } else {
+        assert_eq!(db.count().await, keep);
+        assert_eq!(deleted as i64, 12_000 - keep);
+    }
     let off = LifecycleConfig::default();
     assert_eq!(db.store.delete_expired(&off).await.unwrap(), 0);
 }
 
 #[tokio::test]
-async fn time_bucket_and_date_bin_agree_where_timescaledb_is_installed() {
+async fn stats_buckets_start_where_time_bucket_starts_them() {
+    use readings::store::StatsQuery;
     let db = TestDb::new().await;
+    assert_eq!(db.store.ensure_schema().await.unwrap(), expected_kind());
     let c = db.client().await;
-    let available: bool = c
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    if !available {
-        eprintln!("SKIPPED: timescaledb is not installed on this server; the time_bucket path is checked where it is");
-        return;
-    }
-    assert_eq!(
-        db.store.ensure_schema().await.unwrap(),
-        TableKind::Hypertable
-    );
     let base = 1_709_942_400i64;
     let rows: Vec<(i64, &str, f64)> = (0..2000)
         .map(|i| {
@@ -293,36 +318,65 @@ async fn time_bucket_and_date_bin_agree_where_timescaledb_is_installed() {
         })
         .collect();
     db.insert(&rows).await;
-    for bucket in ["5 minutes", "1 hour", "1 day"] {
-        let sql = |f: &str| {
-            format!(
-                "SELECT {f}, count(*), avg(temperature), min(temperature), max(temperature)
-                 FROM sensor_data GROUP BY 1 ORDER BY 1"
-            )
-        };
-        let tb: Vec<(DateTime<Utc>, i64, f64)> = c
-            .query(
-                &sql(&format!("time_bucket(INTERVAL '{bucket}', time)")),
-                &[],
-            )
+    for (bucket, secs) in [("5 minutes", 300i64), ("1 hour", 3600), ("1 day", 86_400)] {
+        // Expected: buckets counted here (TimescaleDB's origin, 2000-01-03 UTC, is a whole
+        // number of days after the epoch, so these buckets start on multiples of `secs`).
+        let mut expected: std::collections::BTreeMap<i64, (i64, f64, f64, f64)> =
+            Default::default();
+        for (t, _, v) in &rows {
+            let start = (t / 1_000_000).div_euclid(secs) * secs;
+            let e = expected.entry(start).or_insert((0, 0.0, f64::MAX, f64::MIN));
+            e.0 += 1;
+            e.1 += v;
+            e.2 = e.2.min(*v);
+            e.3 = e.3.max(*v);
+        }
+        let got = db
+            .store
+            .stats(&StatsQuery {
+                bucket_secs: secs,
+                since: at(base - 86_400),
+                until: at(base + 3 * 86_400),
+                location: None,
+            })
             .await
-            .unwrap()
+            .unwrap();
+        let got: Vec<(i64, i64, f64, f64)> = got
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|b| (b.bucket.timestamp(), b.count, b.min, b.max))
             .collect();
-        let db_: Vec<(DateTime<Utc>, i64, f64)> = c
-            .query(
-                &sql(&format!(
-                    "date_bin(INTERVAL '{bucket}', time, TIMESTAMPTZ '2000-01-03 00:00:00+00')"
-                )),
-                &[],
-            )
-            .await
-            .unwrap()
+        let want: Vec<(i64, i64, f64, f64)> = expected
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|(k, (n, _, lo, hi))| (*k, *n, *lo, *hi))
             .collect();
-        assert_eq!(tb, db_, "{bucket}");
+        assert_eq!(got, want, "{bucket}");
+
+        if expected_kind() == TableKind::Hypertable {
+            // And the store's date_bin form (plain tables) agrees with time_bucket.
+            let sql = |f: &str| {
+                format!(
+                    "SELECT {f}, count(*), avg(temperature), min(temperature), max(temperature)
+                     FROM sensor_data GROUP BY 1 ORDER BY 1"
+                )
+            };
+            let query = |sql: String| {
+                let c = &c;
+                async move {
+                    c.query(&sql, &[])
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                        .collect::<Vec<(DateTime<Utc>, i64, f64)>>()
+                }
+            };
+            let tb = query(sql(&format!("time_bucket(INTERVAL '{bucket}', time)"))).await;
+            let bin = query(sql(&format!(
+                "date_bin(INTERVAL '{bucket}', time, TIMESTAMPTZ '2000-01-03 00:00:00+00')"
+            )))
+            .await;
+            assert_eq!(tb, bin, "{bucket}");
+        }
     }
 }
 

@@ -362,3 +362,39 @@ async fn csv_on_every_route() {
         format!("time,location,temperature\n{},cellar,39.5\n", BASE + 39)
     );
 }
+
+#[tokio::test]
+async fn rows_with_nulls_in_the_tutorials_table_are_skipped_on_every_route() {
+    // The tutorial's table, whose handler stored whatever JSON it got.
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE sensor_data (time TIMESTAMPTZ, location TEXT, temperature DOUBLE PRECISION);
+         INSERT INTO sensor_data VALUES
+             (to_timestamp(1700000000), 'bedroom', 66),
+             (to_timestamp(1700000060), NULL, 71),
+             (to_timestamp(1700000120), 'kitchen', NULL);",
+    )
+    .await
+    .unwrap();
+    let app = query_api::router(db.store.clone(), &Auth::Off);
+    let base = readings::testing::serve(app).await;
+    let one = json!([{"time": 1_700_000_000, "location": "bedroom", "temperature": 66.0}]);
+    let (status, body) = get(&format!("{base}/sensor"), &[]).await;
+    assert_eq!((status, &body), (200, &one));
+    let (status, body) = get(&format!("{base}/sensor/latest"), &[]).await;
+    assert_eq!((status, &body), (200, &one));
+    let range = [
+        ("since", "1699999200".to_owned()),
+        ("until", "1700006400".to_owned()),
+    ];
+    let (status, body) = get(&format!("{base}/sensor/stats"), &range).await;
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["count"], 1);
+    assert_eq!(body[0]["avg"], 66.0);
+    let csv = reqwest::get(format!("{base}/sensor?format=csv"))
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    assert_eq!(csv.text().await.unwrap().lines().count(), 2);
+}

@@ -503,10 +503,11 @@ impl LifecycleConfig {
         })
     }
 
-    /// A stable text form, recorded with the schema to notice changes.
+    /// A stable text form, recorded with the schema to notice changes. `policies=2` names
+    /// the form of the policies themselves, so a new form is applied to existing databases.
     pub fn fingerprint(&self) -> String {
         format!(
-            "chunk={}h compress={}d retention={}d hourly={}",
+            "chunk={}h compress={}d retention={}d hourly={} policies=2",
             self.chunk_interval_hours,
             self.compress_after_days,
             self.retention_days,

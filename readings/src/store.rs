@@ -463,7 +463,8 @@ impl Store {
             }
         }
         if let Some(recorded) = current_schema(&client).await? {
-            let hypertable = ts.preloaded && ts.created.is_some() && is_hypertable(&**client).await?;
+            let hypertable =
+                ts.preloaded && ts.created.is_some() && is_hypertable(&**client).await?;
             // A conversion that failed is tried again only when a hypertable is required.
             let settled = hypertable
                 || !want
@@ -782,9 +783,14 @@ impl Store {
                      WHERE location IS NOT NULL AND temperature IS NOT NULL
                      GROUP BY bucket, location
                      WITH NO DATA;
+                     SELECT remove_continuous_aggregate_policy('sensor_data_hourly',
+                                                                if_exists => TRUE);
+                     -- No start offset: each run materializes every hour invalidated since
+                     -- the last, however old (late readings, adopted tables, the first run),
+                     -- so buckets below the watermark never miss rows.
                      SELECT add_continuous_aggregate_policy('sensor_data_hourly',
-                         start_offset => INTERVAL '3 days', end_offset => INTERVAL '1 hour',
-                         schedule_interval => INTERVAL '30 minutes', if_not_exists => TRUE);",
+                         start_offset => NULL, end_offset => INTERVAL '1 hour',
+                         schedule_interval => INTERVAL '30 minutes');",
                 );
             } else {
                 sql.push_str("DROP MATERIALIZED VIEW IF EXISTS sensor_data_hourly;");

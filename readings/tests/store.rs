@@ -69,7 +69,10 @@ async fn concurrent_schema_setup_makes_one_table_without_error() {
         .await
         .map(|r| r.get(0))
         .unwrap_or(0);
-    assert_eq!(hypertables, i64::from(expected_kind() == TableKind::Hypertable));
+    assert_eq!(
+        hypertables,
+        i64::from(expected_kind() == TableKind::Hypertable)
+    );
 }
 
 #[tokio::test]
@@ -291,7 +294,10 @@ async fn retention_deletes_only_expired_readings() {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .unwrap();
         assert_eq!(kept_new, keep);
-        assert_eq!(left_old, 0, "readings older than the retention and its chunk");
+        assert_eq!(
+            left_old, 0,
+            "readings older than the retention and its chunk"
+        );
         assert!(total < 12_000);
     } else {
         assert_eq!(db.count().await, keep);
@@ -325,7 +331,9 @@ async fn stats_buckets_start_where_time_bucket_starts_them() {
             Default::default();
         for (t, _, v) in &rows {
             let start = (t / 1_000_000).div_euclid(secs) * secs;
-            let e = expected.entry(start).or_insert((0, 0.0, f64::MAX, f64::MIN));
+            let e = expected
+                .entry(start)
+                .or_insert((0, 0.0, f64::MAX, f64::MIN));
             e.0 += 1;
             e.1 += v;
             e.2 = e.2.min(*v);

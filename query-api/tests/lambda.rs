@@ -33,3 +33,80 @@ async fn binary_answers_api_gateway_events_under_lambda() {
         json!([{"time": 1678925592, "location": "bedroom", "temperature": 66.0}])
     );
 }
+
+#[tokio::test]
+async fn the_binary_logs_its_table_kind_at_start_and_timescaledb_require_is_enforced() {
+    use readings::store::TableKind;
+    use readings::testing::expected_kind;
+    use tokio::io::AsyncBufReadExt;
+    let db = TestDb::new().await;
+    let key = db.api_key(&[Scope::Query]).await;
+    let binary = env!("CARGO_BIN_EXE_query-api");
+    let (answers, output) = FakeLambdaRuntime::invoke_with_output(
+        binary,
+        &[("DATABASE_URL", &db.config.url)],
+        vec![event_with_key("query-get.json", &key)],
+    )
+    .await;
+    assert_eq!(answers[0].1["statusCode"], 200, "{:?}", answers[0]);
+    let line = output
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("sensor_data is a"))
+        })
+        .unwrap_or_else(|| panic!("no table kind in the start-up log: {output:#?}"));
+    let (table, version) = match expected_kind() {
+        TableKind::Hypertable => ("hypertable", "2.28.3"),
+        TableKind::Plain => ("plain table", "none"),
+    };
+    assert_eq!(line["table"], table, "{line}");
+    assert_eq!(line["timescaledb"], version, "{line}");
+
+    // TIMESCALEDB=require: serves on a hypertable, refuses to start without one.
+    let mut child = tokio::process::Command::new(binary)
+        .env("DATABASE_URL", &db.config.url)
+        .env("TIMESCALEDB", "require")
+        .env("QUERY_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            if line.contains("listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the function neither served nor stopped within 30 s");
+    let status = if listening {
+        child.kill().await.unwrap();
+        None
+    } else {
+        Some(child.wait().await.unwrap())
+    };
+    let mut errors = Vec::new();
+    while let Ok(Some(line)) = stderr.next_line().await {
+        errors.push(line);
+    }
+    match expected_kind() {
+        TableKind::Hypertable => assert!(listening, "{errors:?}"),
+        TableKind::Plain => {
+            assert!(!status.unwrap().success());
+            let errors = errors.join("\n");
+            assert!(
+                errors.contains("TIMESCALEDB=require, but TimescaleDB is"),
+                "{errors}"
+            );
+        }
+    }
+}

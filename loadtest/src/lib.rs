@@ -144,7 +144,8 @@ pub async fn run(args: Args) -> Result<Verdict> {
             "loadtest {run_id}: {} readings/s target, batch {}",
             args.rate, args.batch
         );
-        svg::draw(path, &title, args.rate, &summary.timeline)?;
+        let lag = summary.verify.as_ref().map(|v| v.lag_timeline.as_slice());
+        svg::draw(path, &title, args.rate, &summary.timeline, lag)?;
     }
     if let Some(e) = verify_error {
         return Err(e.context("--verify could not finish"));

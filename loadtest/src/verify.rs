@@ -42,6 +42,8 @@ pub struct Verification {
     pub waited_ms: f64,
     pub polls: usize,
     pub lag_ms: Lag,
+    /// The lag of the readings sent in each second of the run.
+    pub lag_timeline: Vec<LagSecond>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,11 +53,25 @@ pub struct Lag {
     pub max: f64,
 }
 
+/// The ingest-to-queryable lag of the readings sent in one second of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LagSecond {
+    /// Seconds since the run started.
+    pub second: u64,
+    /// Readings sent in this second that a poll saw.
+    pub readings: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
 /// The poller, started before the first request.
 pub struct Monitor {
     url: String,
     locations: Vec<String>,
     since: DateTime<Utc>,
+    /// The run's start, in epoch µs: second 0 of the lag timeline.
+    started_us: i64,
     target: watch::Sender<Option<(u64, Instant)>>,
     task: JoinHandle<Result<Vec<(i64, u64)>>>,
 }
@@ -68,6 +84,7 @@ impl Monitor {
     /// `locations` at or after `since`.
     pub async fn start(url: &str, locations: Vec<String>, since: DateTime<Utc>) -> Result<Monitor> {
         let first = connect(url).await?;
+        let started_us = since.timestamp_micros();
         let since = since - TimeDelta::seconds(1);
         let (target, watch_target) = watch::channel(None::<(u64, Instant)>);
         let task = tokio::spawn(poll(
@@ -81,6 +98,7 @@ impl Monitor {
             url: url.to_owned(),
             locations,
             since,
+            started_us,
             target,
             task,
         })
@@ -134,6 +152,7 @@ impl Monitor {
                 p99: q(0.99),
                 max: if lags.is_empty() { 0.0 } else { ms(lags.max()) },
             },
+            lag_timeline: lag_timeline(sends, &polls, self.started_us),
         })
     }
 }
@@ -231,8 +250,40 @@ async fn count(client: &Client, locations: &[String], since: DateTime<Utc>) -> R
 /// The lag, in µs, of every accepted reading that a poll saw: the k-th reading in send
 /// order counts as queryable at the first poll `(epoch µs, count)` with count ≥ k.
 pub fn lags(sends: &[(i64, u32)], polls: &[(i64, u64)]) -> Histogram<u64> {
-    let mut hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .expect("constant histogram bounds are valid");
+    let mut hist = lag_histogram();
+    each_lag(sends, polls, |_, lag| hist.saturating_record(lag));
+    hist
+}
+
+/// The lag of the readings sent in each second after `started_us` (epoch µs), as [`lags`]
+/// counts it; seconds in which no seen reading was sent are left out.
+pub fn lag_timeline(sends: &[(i64, u32)], polls: &[(i64, u64)], started_us: i64) -> Vec<LagSecond> {
+    let mut seconds: std::collections::BTreeMap<u64, Histogram<u64>> = Default::default();
+    each_lag(sends, polls, |sent, lag| {
+        let second = ((sent - started_us).max(0) / 1_000_000) as u64;
+        seconds
+            .entry(second)
+            .or_insert_with(lag_histogram)
+            .saturating_record(lag);
+    });
+    seconds
+        .into_iter()
+        .map(|(second, h)| LagSecond {
+            second,
+            readings: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        })
+        .collect()
+}
+
+fn lag_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Calls `f(send time, lag)` (µs) for every accepted reading a poll saw, in send order.
+fn each_lag(sends: &[(i64, u32)], polls: &[(i64, u64)], mut f: impl FnMut(i64, u64)) {
     let mut sends = sends.to_vec();
     sends.sort_unstable();
     let mut k = 0u64;
@@ -246,10 +297,9 @@ pub fn lags(sends: &[(i64, u32)], polls: &[(i64, u64)]) -> Histogram<u64> {
             let Some((seen, _)) = polls.get(p) else {
                 break 'sends;
             };
-            hist.saturating_record((seen - sent).max(1) as u64);
+            f(sent, (seen - sent).max(1) as u64);
         }
     }
-    hist
 }
 
 #[cfg(test)]
@@ -277,6 +327,20 @@ mod tests {
                 && approx(v[3], 900_000),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn the_lag_timeline_groups_readings_by_the_second_they_were_sent() {
+        // Run started at 10 s; sends at 10.2 s (2 readings) and 11.5 s (1); polls saw 2 at
+        // 10.7 s and 3 at 12.5 s: lags 500 ms, 500 ms in second 0 and 1,000 ms in second 1.
+        let sends = [(10_200_000, 2), (11_500_000, 1)];
+        let polls = [(10_700_000, 2), (12_500_000, 3)];
+        let t = lag_timeline(&sends, &polls, 10_000_000);
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].second, t[0].readings), (0, 2));
+        assert!((t[0].p99_ms - 500.0).abs() < 1.0, "{t:?}");
+        assert_eq!((t[1].second, t[1].readings), (1, 1));
+        assert!((t[1].max_ms - 1000.0).abs() < 2.0, "{t:?}");
     }
 
     #[test]

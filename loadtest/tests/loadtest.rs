@@ -108,6 +108,11 @@ async fn a_run_lands_every_reading_exactly_once() {
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.contains("</svg>"));
     assert!(picture.contains("p99") && picture.contains("throughput"));
+    assert!(picture.contains("requests/s") && picture.contains("ingest-to-queryable lag"));
+    let lag = verify["lag_timeline"].as_array().unwrap();
+    assert!(lag.len() >= 3, "{verify}");
+    let seen: u64 = lag.iter().map(|s| s["readings"].as_u64().unwrap()).sum();
+    assert_eq!(seen, 600);
 
     // The run's rows, by its tag.
     let run = v["run_id"].as_str().unwrap();

@@ -23,7 +23,27 @@ pub struct Round {
     pub received: usize,
     pub failed: usize,
     pub deleted: usize,
+    /// Time from the first message received to the end of gathering the batch.
+    pub gather: Duration,
+    /// Time in the handler (decode, COPY, commit).
+    pub handle: Duration,
+    /// Time deleting what succeeded.
+    pub delete: Duration,
 }
+
+/// Where the writer's time went since the last report: logged every [`REPORT_EVERY`] by
+/// [`Poller::run`], so an operator sees what limits it (SQS calls or the database).
+#[derive(Debug, Default)]
+struct Totals {
+    rounds: u64,
+    messages: u64,
+    gather: Duration,
+    handle: Duration,
+    delete: Duration,
+}
+
+/// How often [`Poller::run`] logs where the time went.
+const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Poller {
@@ -31,6 +51,7 @@ pub struct Poller {
     queue_url: String,
     config: PollerConfig,
     writer: Writer,
+    totals: std::sync::Arc<std::sync::Mutex<Totals>>,
 }
 
 impl Poller {
@@ -40,7 +61,25 @@ impl Poller {
             queue_url,
             config,
             writer,
+            totals: Default::default(),
         }
+    }
+
+    /// Logs the rounds since the last report and where their time went, then starts over.
+    fn report(&self) {
+        let t = std::mem::take(&mut *self.totals.lock().unwrap_or_else(|p| p.into_inner()));
+        if t.rounds == 0 {
+            return;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0 / t.rounds as f64;
+        tracing::info!(
+            rounds = t.rounds,
+            messages = t.messages,
+            gather_ms_per_round = format!("{:.1}", ms(t.gather)),
+            handle_ms_per_round = format!("{:.1}", ms(t.handle)),
+            delete_ms_per_round = format!("{:.1}", ms(t.delete)),
+            "writer rounds since the last report"
+        );
     }
 
     /// Runs `pollers` receive-handle-delete loops until `shutdown` resolves; a batch being
@@ -53,7 +92,19 @@ impl Poller {
             let stop = stop_rx.clone();
             loops.spawn(async move { poller.poll_until(stop).await });
         }
+        let reporter = {
+            let poller = self.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(REPORT_EVERY);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    poller.report();
+                }
+            })
+        };
         shutdown.await;
+        reporter.abort();
         // The receiver side may already be gone if every loop ended; nothing to stop then.
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}
@@ -84,7 +135,7 @@ impl Poller {
     /// One round: gather a batch (long poll, then up to the batching window), handle it,
     /// delete what succeeded.
     pub async fn round(&self) -> anyhow::Result<Round> {
-        let messages = self.gather().await?;
+        let (messages, gather) = self.gather().await?;
         // Received messages stay hidden for the visibility timeout: answer before it ends.
         let deadline = std::time::Instant::now()
             + self
@@ -102,6 +153,7 @@ impl Poller {
         let mut event = SqsEvent::default();
         event.records = messages.into_iter().map(to_event_message).collect();
 
+        let handle_started = Instant::now();
         let failed: HashSet<String> = match tokio::time::timeout(
             self.config.visibility_timeout,
             self.writer.handle(event, deadline),
@@ -126,22 +178,37 @@ impl Poller {
             .filter(|(id, _)| !failed.contains(*id))
             .map(|(_, receipt)| receipt)
             .collect();
+        let delete_started = Instant::now();
+        let handle = delete_started - handle_started;
         let deleted = self.delete(&done).await;
-        Ok(Round {
+        let round = Round {
             received,
             failed: failed.len(),
             deleted,
-        })
+            gather,
+            handle,
+            delete: delete_started.elapsed(),
+        };
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.rounds += 1;
+        totals.messages += received as u64;
+        totals.gather += round.gather;
+        totals.handle += round.handle;
+        totals.delete += round.delete;
+        Ok(round)
     }
 
-    async fn gather(&self) -> anyhow::Result<Vec<Message>> {
+    /// A batch (long poll, then up to the batching window) and the time spent gathering it
+    /// after the first messages arrived.
+    async fn gather(&self) -> anyhow::Result<(Vec<Message>, Duration)> {
         let mut batch = self
             .receive(self.config.wait, self.config.batch_size)
             .await?;
+        let first = Instant::now();
         if batch.is_empty() {
-            return Ok(batch);
+            return Ok((batch, Duration::ZERO));
         }
-        let deadline = Instant::now() + self.config.batch_window;
+        let deadline = first + self.config.batch_window;
         while batch.len() < self.config.batch_size && Instant::now() < deadline {
             let more = self
                 .receive(Duration::ZERO, self.config.batch_size - batch.len())
@@ -152,7 +219,7 @@ impl Poller {
             }
             batch.extend(more);
         }
-        Ok(batch)
+        Ok((batch, first.elapsed()))
     }
 
     async fn receive(&self, wait: Duration, want: usize) -> anyhow::Result<Vec<Message>> {

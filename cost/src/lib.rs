@@ -1,11 +1,17 @@
 //! `cost`: what each million readings costs on AWS, from measured figures.
 //!
-//! The inputs: a measured run (`loadtest --json`, [`run`]) and the pipeline's counters for
-//! it ([`emf`] from the functions' output lines, or a [`measure`] file), the template's
-//! settings ([`template`]) and a price table ([`prices`]).
+//! A measured run (`loadtest --json`, [`run`]) and the pipeline's counters for it ([`emf`]
+//! from the functions' output lines, or a [`measure`] file), the template's settings
+//! ([`template`]), a price table ([`prices`]) and documented assumptions ([`assume`]) are
+//! resolved ([`resolve`]) into a [`model`], which prices three designs per million
+//! readings; [`report`] prints it (text or JSON).
 
+pub mod assume;
 pub mod emf;
 pub mod measure;
+pub mod model;
 pub mod prices;
+pub mod report;
+pub mod resolve;
 pub mod run;
 pub mod template;

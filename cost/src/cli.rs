@@ -86,6 +86,9 @@ pub struct Cli {
     pub list_assumptions: bool,
 }
 
+/// ingest-api's default `INGEST_MAX_READINGS`.
+const INGEST_MAX_READINGS: f64 = 10_000.0;
+
 /// One run and the counter files that follow it on the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunArgs {
@@ -230,6 +233,13 @@ pub fn main_with(
 
     let mut model = Model::resolve(&measured, &assumptions)?;
     model.warnings.extend(load_warnings);
+    for b in batches.iter().filter(|b| **b > INGEST_MAX_READINGS) {
+        model.warnings.push(format!(
+            "batch {}: more readings per request than ingest-api takes by default (INGEST_MAX_READINGS {}, INGEST_MAX_BODY_BYTES 1 MiB): such requests are refused unless those are raised",
+            number(*b),
+            number(INGEST_MAX_READINGS)
+        ));
+    }
     let rows = model.rows(&prices, rate, &batches);
     let title = format!(
         "$ per million readings at {} readings/s ({}, prices of {})",

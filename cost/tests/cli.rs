@@ -532,6 +532,30 @@ fn bad_inputs_are_named() {
 }
 
 #[test]
+fn batches_ingest_would_refuse_are_flagged() {
+    let (run, p, t) = (data("sample-batch1.json"), prices(), data("template.yaml"));
+    let o = cost(&[
+        "--run",
+        &run,
+        "--prices",
+        &p,
+        "--template",
+        &t,
+        "--rate",
+        "10",
+        "--batches",
+        "100,20000",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("! batch 20,000: more readings per request than ingest-api takes by default"),
+        "{out}"
+    );
+    assert!(!out.contains("! batch 100:"), "{out}");
+}
+
+#[test]
 fn without_a_template_the_sizes_are_flags() {
     let (run, p) = (data("sample-batch1.json"), prices());
     let dir = tmp("no-template");

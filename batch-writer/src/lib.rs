@@ -21,7 +21,7 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 /// Builds the writer from the environment: the store and, with `DLQ_URL`, the DLQ.
 pub async fn writer_from_env() -> anyhow::Result<Writer> {
     let store = Store::new(&DbConfig::load().await?)?;
-    store.check_at_start(false).await?;
+    store.check_at_start().await?;
     let config = WriterConfig::from_env()?;
     let writer = Writer::new(store)
         .with_retention(config.batch_record_retention)

@@ -92,7 +92,7 @@ pub async fn run() -> anyhow::Result<()> {
     let sender = Sender::new(queue::client().await, &queue_config).await;
     // API keys and Idempotency-Keys live in the database; connections open lazily.
     let store = Store::new(&DbConfig::load().await?)?;
-    store.check_at_start(false).await?;
+    store.check_at_start().await?;
     let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!(queue = %queue_config.queue_url, max_message_bytes = sender.max_message_bytes(), "ingest-api starting");
     let addr = config.addr;

@@ -215,7 +215,7 @@ pub async fn run() -> anyhow::Result<()> {
     readings::metrics::init()?;
     let config = QueryConfig::from_env()?;
     let store = Store::new(&DbConfig::load().await?)?;
-    store.check_at_start(false).await?;
+    store.check_at_start().await?;
     let auth = Auth::new(&AuthConfig::from_env()?, store.clone());
     tracing::info!("query-api starting");
     serve(router(store, &auth), config.addr).await

@@ -403,11 +403,11 @@ impl Store {
     }
 
     /// Sets the schema up now and logs what it found: a function calls this at start, so
-    /// its log says which table kind it uses and a setting that cannot be met
-    /// (`TIMESCALEDB=require` without TimescaleDB, a wrong password) stops it there. A
-    /// database that is down or unreachable does not: the function starts and sets the
-    /// schema up on first use, and the error is returned only when `strict`.
-    pub async fn check_at_start(&self, strict: bool) -> Result<(), StoreError> {
+    /// its log says which table kind it uses and a schema that cannot be set up as asked
+    /// (`TIMESCALEDB=require` without TimescaleDB) stops it there. No connection at all (the
+    /// database down or unreachable, or refusing the credentials) does not: the function
+    /// starts and sets the schema up on first use.
+    pub async fn check_at_start(&self) -> Result<(), StoreError> {
         match self.schema().await {
             Ok(s) => {
                 let kind = match s.kind {
@@ -425,7 +425,7 @@ impl Store {
                 }
                 Ok(())
             }
-            Err(e) if !strict && matches!(e, StoreError::Pool(_)) => {
+            Err(e @ StoreError::Pool(_)) => {
                 tracing::warn!(error = %e, "the database is unavailable at start; the schema is set up on first use");
                 Ok(())
             }

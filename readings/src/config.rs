@@ -394,6 +394,59 @@ impl QueryConfig {
     }
 }
 
+/// The local HTTP host of ingest-api and query-api ([`crate::http::serve`] when not under
+/// Lambda, where API Gateway bounds requests instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `HTTP_HEADER_TIMEOUT_SECS`: how long a client may take to send a request's headers
+    /// (also how long an idle keep-alive connection is kept); then the connection is closed.
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECS`: how long reading a request's body may take in all; then the
+    /// request is answered 408 and the connection closed.
+    pub body_timeout: Duration,
+    /// `HTTP_MAX_CONCURRENT_REQUESTS`: requests handled at once; more are answered 503 with
+    /// `Retry-After` at once.
+    pub max_concurrent_requests: usize,
+    /// `HTTP_SHUTDOWN_GRACE_SECS`: after SIGTERM or Ctrl-C, how long requests in flight may
+    /// take to finish (no new connections are accepted); those still running are cut off.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = HttpConfig::default();
+        let secs = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(positive(
+                name,
+                env_or(name, default.as_secs())?,
+            )?))
+        };
+        Ok(HttpConfig {
+            header_timeout: secs("HTTP_HEADER_TIMEOUT_SECS", d.header_timeout)?,
+            body_timeout: secs("HTTP_BODY_TIMEOUT_SECS", d.body_timeout)?,
+            max_concurrent_requests: positive(
+                "HTTP_MAX_CONCURRENT_REQUESTS",
+                env_or("HTTP_MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests)?,
+            )?,
+            shutdown_grace: Duration::from_secs(env_or(
+                "HTTP_SHUTDOWN_GRACE_SECS",
+                d.shutdown_grace.as_secs(),
+            )?),
+        })
+    }
+}
+
 /// The batch-writer's local polling host: what Lambda's event source mapping does in AWS.
 #[derive(Debug, Clone)]
 pub struct PollerConfig {

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::in_lambda;
+use crate::config::{in_lambda, HttpConfig};
 use crate::ingest::IngestError;
 use crate::queue::QueueError;
 
@@ -175,8 +175,8 @@ pub fn strip_stage<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B>
 }
 
 /// Serves `router` under Lambda when `AWS_LAMBDA_RUNTIME_API` is set (named API Gateway
-/// stages stripped from paths, see [`strip_stage`]), else over HTTP on `addr` until Ctrl-C
-/// or SIGTERM.
+/// stages stripped from paths, see [`strip_stage`]), else over HTTP on `addr` within the
+/// bounds of [`HttpConfig::from_env`] until Ctrl-C or SIGTERM (see [`crate::server`]).
 pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
     if in_lambda() {
         use tower::ServiceExt;
@@ -184,21 +184,30 @@ pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
     } else {
+        let config = HttpConfig::from_env()?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        serve_on(router, listener).await
+        crate::server::serve_with(
+            router,
+            listener,
+            &config,
+            crate::telemetry::shutdown_signal(),
+        )
+        .await
     }
 }
 
-/// Serves `router` on an already bound listener until Ctrl-C or SIGTERM.
+/// Serves `router` on an already bound listener, with the default bounds
+/// ([`HttpConfig::default`]), until Ctrl-C or SIGTERM.
 pub async fn serve_on(router: Router, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(crate::telemetry::shutdown_signal())
-        .await?;
-    Ok(())
+    crate::server::serve_with(
+        router,
+        listener,
+        &HttpConfig::default(),
+        crate::telemetry::shutdown_signal(),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
 //! [`tls`], [`secrets`]), the writer's SQS handler ([`writer`]), query parameters
 //! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
-//! or locally ([`http`]), API keys ([`auth`]), logs ([`telemetry`]) and CloudWatch metrics
-//! ([`metrics`]).
+//! or locally ([`http`], with the local host's bounds in [`server`]), API keys ([`auth`]),
+//! logs ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
 
 pub mod auth;
 pub mod coalesce;
@@ -20,6 +20,7 @@ pub mod queue;
 pub mod reading;
 pub mod rotation;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

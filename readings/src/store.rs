@@ -311,6 +311,7 @@ pub struct RecentQuery {
     pub until: Option<DateTime<Utc>>,
     /// Only rows after this one in (time, location) descending order: the next page.
     pub after: Option<crate::query::Cursor>,
+    /// How many rows, 1 to [`crate::query::MAX_LIMIT`] (values outside are clamped).
     pub limit: i64,
 }
 
@@ -941,34 +942,58 @@ impl Store {
     /// The newest reading of every location (or of the given ones), by location. Driven by
     /// `sensor_locations` and one `(location, time DESC)` index probe per location, so it
     /// never scans the table.
+    ///
+    /// On a hypertable each probe through all chunks costs about twice a probe of one
+    /// chunk, so the probes first look only at readings from the hour before the newest
+    /// reading's hour on (a bound written into the statement, so the planner drops the
+    /// older chunks once and the plan stays cached for the hour). A location with a
+    /// reading in that window has its newest reading there; only the others (sensors that
+    /// stopped reporting) are probed again through every chunk.
     pub async fn latest(&self, locations: Option<&[String]>) -> Result<Vec<Reading>, StoreError> {
-        let skip = null_filter(self.schema().await?);
+        let schema = self.schema().await?;
+        let skip = null_filter(schema);
         let client = self.pool.get().await?;
-        let probe = format!(
-            "CROSS JOIN LATERAL (
-                 SELECT time, temperature FROM sensor_data d
-                 WHERE d.location = l.location{skip} ORDER BY time DESC LIMIT 1) r
-             ORDER BY l.location"
-        );
-        let rows = match locations {
-            Some(list) => {
-                let sql = format!(
-                    "SELECT r.time, l.location, r.temperature
-                     FROM (SELECT DISTINCT unnest($1::text[]) AS location) l {probe}"
-                );
-                let stmt = client.prepare_cached(&sql).await.ctx("preparing latest")?;
-                client.query(&stmt, &[&list]).await
-            }
-            None => {
-                let sql = format!(
-                    "SELECT r.time, l.location, r.temperature FROM sensor_locations l {probe}"
-                );
-                let stmt = client.prepare_cached(&sql).await.ctx("preparing latest")?;
-                client.query(&stmt, &[]).await
+        let window = match schema.kind {
+            TableKind::Plain => None,
+            TableKind::Hypertable => client
+                .query_opt(
+                    &format!(
+                        "SELECT time FROM sensor_data WHERE TRUE{skip} ORDER BY time DESC LIMIT 1"
+                    ),
+                    &[],
+                )
+                .await
+                .ctx("reading the newest reading's time")?
+                .map(|row| row.get::<_, DateTime<Utc>>(0))
+                .map(|newest| {
+                    let hour = newest.timestamp().div_euclid(3600) * 3600;
+                    DateTime::from_timestamp(hour - 3600, 0).unwrap_or(newest)
+                }),
+        };
+        let Some(window) = window else {
+            let found = probe_latest(&client, locations, None, &skip).await?;
+            return Ok(found.into_iter().filter_map(|(_, r)| r).collect());
+        };
+        let mut found = probe_latest(&client, locations, Some(window), &skip).await?;
+        let stale: Vec<String> = found
+            .iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(l, _)| l.clone())
+            .collect();
+        if !stale.is_empty() {
+            let mut older: std::collections::HashMap<String, Reading> =
+                probe_latest(&client, Some(&stale), None, &skip)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(l, r)| Some((l, r?)))
+                    .collect();
+            for (location, reading) in &mut found {
+                if reading.is_none() {
+                    *reading = older.remove(location);
+                }
             }
         }
-        .ctx("reading the latest readings")?;
-        Ok(rows.into_iter().map(reading_from_row).collect())
+        Ok(found.into_iter().filter_map(|(_, r)| r).collect())
     }
 
     /// Per-bucket count/avg/min/max over `[since, until)`, for one location or all. Buckets
@@ -1036,45 +1061,18 @@ impl Store {
             .collect())
     }
 
-    /// The newest readings, newest first.
+    /// The newest readings, newest first, in `(time, location)` descending order.
+    ///
+    /// The rows come from the `(time DESC)` index in time order and an incremental sort
+    /// puts equal times in location order, so only the first `limit` rows (and their ties)
+    /// are read; for one location the `(location, time DESC)` index gives the order itself.
+    /// The subquery's `OFFSET 0` keeps the planner from sorting a hypertable's newest chunk
+    /// whole (or decompressing it) for the second key. The limit is written into the statement, not bound: with a
+    /// bound `LIMIT` PostgreSQL never caches a generic plan, and planning every chunk of a
+    /// hypertable on every request costs more than running the query.
     pub async fn recent(&self, q: &RecentQuery) -> Result<Vec<Reading>, StoreError> {
         let nullable = self.schema().await?.nullable;
-        let mut sql = String::from("SELECT time, location, temperature FROM sensor_data");
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        let mut clauses = Vec::new();
-        if nullable {
-            clauses.push(NOT_NULL.to_owned());
-        }
-        if let Some(l) = &q.location {
-            params.push(l);
-            clauses.push(format!("location = ${}", params.len()));
-        }
-        if let Some(s) = &q.since {
-            params.push(s);
-            clauses.push(format!("time >= ${}", params.len()));
-        }
-        if let Some(u) = &q.until {
-            params.push(u);
-            clauses.push(format!("time < ${}", params.len()));
-        }
-        if let Some(c) = &q.after {
-            params.push(&c.time);
-            params.push(&c.location);
-            let n = params.len();
-            // The first clause lets the time index bound the scan; the second is exact.
-            clauses.push(format!("time <= ${}", n - 1));
-            clauses.push(format!("(time, location) < (${}, ${n})", n - 1));
-        }
-        if !clauses.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&clauses.join(" AND "));
-        }
-        params.push(&q.limit);
-        sql.push_str(&format!(
-            " ORDER BY time DESC, location DESC LIMIT ${}",
-            params.len()
-        ));
-
+        let (sql, params) = recent_statement(q, nullable);
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(&sql)
@@ -1086,6 +1084,61 @@ impl Store {
             .ctx("reading recent readings")?;
         Ok(rows.into_iter().map(reading_from_row).collect())
     }
+}
+
+/// The statement [`Store::recent`] runs for `q`, with `$n` placeholders in the order
+/// location, since, until, cursor time, cursor location (those that are set).
+pub fn recent_sql(q: &RecentQuery, nullable: bool) -> String {
+    recent_statement(q, nullable).0
+}
+
+fn recent_statement(q: &RecentQuery, nullable: bool) -> (String, Vec<&(dyn ToSql + Sync)>) {
+    let limit = q.limit.clamp(1, crate::query::MAX_LIMIT);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let mut clauses = Vec::new();
+    if nullable {
+        clauses.push(NOT_NULL.to_owned());
+    }
+    if let Some(l) = &q.location {
+        params.push(l);
+        clauses.push(format!("location = ${}", params.len()));
+    }
+    if let Some(s) = &q.since {
+        params.push(s);
+        clauses.push(format!("time >= ${}", params.len()));
+    }
+    if let Some(u) = &q.until {
+        params.push(u);
+        clauses.push(format!("time < ${}", params.len()));
+    }
+    if let Some(c) = &q.after {
+        params.push(&c.time);
+        params.push(&c.location);
+        let n = params.len();
+        // The first clause lets the time index bound the scan; the second is exact.
+        clauses.push(format!("time <= ${}", n - 1));
+        clauses.push(format!("(time, location) < (${}, ${n})", n - 1));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    let sql = if q.location.is_some() {
+        // One location: (time, location) order is time order.
+        format!(
+            "SELECT time, location, temperature FROM sensor_data{filter}
+             ORDER BY time DESC LIMIT {limit}"
+        )
+    } else {
+        format!(
+            "SELECT time, location, temperature FROM (
+                 SELECT time, location, temperature FROM sensor_data{filter}
+                 ORDER BY time DESC OFFSET 0) newest
+             ORDER BY time DESC, location DESC LIMIT {limit}"
+        )
+    };
+    (sql, params)
 }
 
 /// The [`Schema`] of a set-up database.
@@ -1172,6 +1225,55 @@ fn null_filter(schema: &Schema) -> String {
     } else {
         String::new()
     }
+}
+
+/// Every location of `sensor_locations` (or of `locations`) in order, with its newest
+/// reading at or after `since` (any time when `None`), if it has one.
+async fn probe_latest(
+    client: &deadpool_postgres::Client,
+    locations: Option<&[String]>,
+    since: Option<DateTime<Utc>>,
+    skip: &str,
+) -> Result<Vec<(String, Option<Reading>)>, StoreError> {
+    // A literal, not a parameter: only a bound known when planning lets TimescaleDB leave
+    // the older chunks out of the plan instead of checking them on each of the probes.
+    let window = since
+        .map(|t| {
+            format!(
+                " AND d.time >= '{}'",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            )
+        })
+        .unwrap_or_default();
+    let source = match locations {
+        Some(_) => "(SELECT DISTINCT unnest($1::text[]) AS location)",
+        None => "sensor_locations",
+    };
+    let sql = format!(
+        "SELECT r.time, l.location, r.temperature FROM {source} l
+         LEFT JOIN LATERAL (
+             SELECT time, temperature FROM sensor_data d
+             WHERE d.location = l.location{window}{skip} ORDER BY time DESC LIMIT 1) r ON TRUE
+         ORDER BY l.location"
+    );
+    let stmt = client.prepare_cached(&sql).await.ctx("preparing latest")?;
+    let rows = match locations {
+        Some(list) => client.query(&stmt, &[&list]).await,
+        None => client.query(&stmt, &[]).await,
+    }
+    .ctx("reading the latest readings")?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let location: String = row.get(1);
+            let reading = row.get::<_, Option<DateTime<Utc>>>(0).map(|time| Reading {
+                time,
+                location: location.clone(),
+                temperature: row.get(2),
+            });
+            (location, reading)
+        })
+        .collect())
 }
 
 fn reading_from_row(row: tokio_postgres::Row) -> Reading {

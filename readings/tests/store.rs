@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::envelope::{BatchPart, WireReading};
-use readings::store::{RecentQuery, TableKind};
+use readings::query::Cursor;
+use readings::store::{recent_sql, RecentQuery, TableKind};
 use readings::testing::{expected_kind, run_policy_jobs, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -96,11 +97,33 @@ async fn newest_queries_are_index_scans() {
     .unwrap();
     // The queries the store runs for GET /sensor (with and without a location and a
     // cursor) and /sensor/latest.
+    let newest = recent_sql(&RecentQuery::default(), false);
+    let one_location = recent_sql(
+        &RecentQuery {
+            location: Some("loc7".into()),
+            ..Default::default()
+        },
+        false,
+    )
+    .replace("$1", "'loc7'");
+    let next_page = recent_sql(
+        &RecentQuery {
+            after: Some(Cursor {
+                time: Utc::now(),
+                location: "loc5".into(),
+            }),
+            limit: 100,
+            ..Default::default()
+        },
+        false,
+    )
+    .replace("$1", "(now() - interval '1 hour')")
+    .replace("$2", "'loc5'");
     for sql in [
-        "SELECT time, location, temperature FROM sensor_data ORDER BY time DESC, location DESC LIMIT 5",
-        "SELECT time, location, temperature FROM sensor_data WHERE location = 'loc7' ORDER BY time DESC, location DESC LIMIT 5",
-        "SELECT time, location, temperature FROM sensor_data WHERE time <= now() - interval '1 hour' AND (time, location) < (now() - interval '1 hour', 'loc5') ORDER BY time DESC, location DESC LIMIT 5",
-        "SELECT r.time, l.location, r.temperature FROM sensor_locations l CROSS JOIN LATERAL (SELECT time, temperature FROM sensor_data d WHERE d.location = l.location ORDER BY time DESC LIMIT 1) r ORDER BY l.location",
+        newest.as_str(),
+        &one_location,
+        &next_page,
+        "SELECT r.time, l.location, r.temperature FROM sensor_locations l LEFT JOIN LATERAL (SELECT time, temperature FROM sensor_data d WHERE d.location = l.location ORDER BY time DESC LIMIT 1) r ON TRUE ORDER BY l.location",
     ] {
         let plan: Vec<String> = c
             .query(&format!("EXPLAIN {sql}"), &[])

@@ -361,10 +361,10 @@ pub fn limits_from_env() -> Result<Limits, ConfigError> {
     let limits = Limits {
         temperature_min: env_or("TEMPERATURE_MIN", d.temperature_min)?,
         temperature_max: env_or("TEMPERATURE_MAX", d.temperature_max)?,
-        max_future_skew: TimeDelta::seconds(env_or(
+        max_future_skew: future_skew(env_or(
             "MAX_FUTURE_SKEW_SECS",
             d.max_future_skew.num_seconds(),
-        )?),
+        )?)?,
     };
     if limits.temperature_min.is_nan()
         || limits.temperature_max.is_nan()
@@ -377,6 +377,15 @@ pub fn limits_from_env() -> Result<Limits, ConfigError> {
         });
     }
     Ok(limits)
+}
+
+/// `MAX_FUTURE_SKEW_SECS` as a duration; chrono's durations end at about 292 million years.
+fn future_skew(secs: i64) -> Result<TimeDelta, ConfigError> {
+    TimeDelta::try_seconds(secs).ok_or_else(|| ConfigError::Invalid {
+        name: "MAX_FUTURE_SKEW_SECS",
+        value: secs.to_string(),
+        reason: "is out of range".into(),
+    })
 }
 
 /// query-api settings.

@@ -258,7 +258,13 @@ fn check_time(
             t.to_rfc3339()
         ));
     }
-    if t > received_at + limits.max_future_skew {
+    // Checked: a skew from the configuration can run off chrono's calendar. Past its end no
+    // reading is too far ahead; before its start every one is.
+    let too_far_ahead = match received_at.checked_add_signed(limits.max_future_skew) {
+        Some(latest) => t > latest,
+        None => limits.max_future_skew < TimeDelta::zero(),
+    };
+    if too_far_ahead {
         return Err(format!(
             "{} is more than {} s in the future (server time {})",
             t.to_rfc3339(),

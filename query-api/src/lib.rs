@@ -69,7 +69,13 @@ async fn get_sensor(
         });
     log("/sensor", rows.len(), started);
     let out: Vec<ReadingOut> = rows.into_iter().map(ReadingOut::from).collect();
-    let mut response = respond(params.format, &out, &READING_FIELDS, readings_csv);
+    let mut response = respond(
+        params.format,
+        &out,
+        &READING_FIELDS,
+        READINGS_ATTACHMENT,
+        readings_csv,
+    );
     if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(NEXT_CURSOR, cursor);
     }
@@ -88,7 +94,13 @@ async fn get_latest(
         .map_err(store_error)?;
     log("/sensor/latest", rows.len(), started);
     let out: Vec<ReadingOut> = rows.into_iter().map(ReadingOut::from).collect();
-    Ok(respond(params.format, &out, &READING_FIELDS, readings_csv))
+    Ok(respond(
+        params.format,
+        &out,
+        &READING_FIELDS,
+        LATEST_ATTACHMENT,
+        readings_csv,
+    ))
 }
 
 /// One bucket of `/sensor/stats`: `bucket` is the bucket's start in epoch seconds.
@@ -134,6 +146,7 @@ async fn get_stats(
         p.format,
         &out,
         &BUCKET_FIELDS,
+        STATS_ATTACHMENT,
         |w, b: &BucketOut| {
             w.write_record([
                 b.bucket.to_string(),
@@ -149,19 +162,38 @@ async fn get_stats(
 const READING_FIELDS: [&str; 3] = ["time", "location", "temperature"];
 const BUCKET_FIELDS: [&str; 5] = ["bucket", "count", "avg", "min", "max"];
 
+/// `Content-Disposition` of each route's CSV: a download, with a name that says what it is.
+const READINGS_ATTACHMENT: &str = r#"attachment; filename="sensor-readings.csv""#;
+const LATEST_ATTACHMENT: &str = r#"attachment; filename="sensor-latest.csv""#;
+const STATS_ATTACHMENT: &str = r#"attachment; filename="sensor-stats.csv""#;
+
 fn readings_csv(w: &mut csv::Writer<Vec<u8>>, r: &ReadingOut) -> csv::Result<()> {
     w.write_record([
         r.time.to_string(),
-        r.location.clone(),
+        text_cell(&r.location),
         r.temperature.to_string(),
     ])
 }
 
-/// JSON, or CSV with a header row named after the JSON fields.
+/// A text cell that a spreadsheet will not run: one that begins with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return gets a leading `'`, as OWASP's CSV-injection guidance says,
+/// so Excel, LibreOffice and Google Sheets show it as text instead of evaluating a formula.
+/// Only for text: numbers are written as they are (a negative temperature stays a number).
+fn text_cell(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// JSON, or CSV with a header row named after the JSON fields, sent with the
+/// `Content-Disposition` given (one of the `*_ATTACHMENT` constants).
 fn respond<T: Serialize>(
     format: Format,
     rows: &[T],
     header: &[&str],
+    disposition: &'static str,
     record: impl Fn(&mut csv::Writer<Vec<u8>>, &T) -> csv::Result<()>,
 ) -> Response {
     match format {
@@ -180,6 +212,10 @@ fn respond<T: Serialize>(
                     headers.insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("text/csv; charset=utf-8"),
+                    );
+                    headers.insert(
+                        header::CONTENT_DISPOSITION,
+                        HeaderValue::from_static(disposition),
                     );
                     (headers, bytes).into_response()
                 }

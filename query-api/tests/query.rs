@@ -363,6 +363,108 @@ async fn csv_on_every_route() {
     );
 }
 
+/// Fetches `path?query` as CSV: the `Content-Disposition` header and the parsed records
+/// (header row first).
+async fn csv_download(base: &str, path_and_query: &str) -> (String, Vec<Vec<String>>) {
+    let r = reqwest::get(format!("{base}{path_and_query}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path_and_query}");
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let disposition = r
+        .headers()
+        .get("content-disposition")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = r.text().await.unwrap();
+    let records = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    (disposition, records)
+}
+
+#[tokio::test]
+async fn csv_is_safe_to_open_in_a_spreadsheet_on_every_route() {
+    // Locations a spreadsheet would run as formulas (written straight to the table, as a
+    // database shared with other tools may hold them), and harmless ones.
+    let cases = [
+        (
+            "=HYPERLINK(\"http://attacker.invalid\",\"open\")",
+            "'=HYPERLINK(\"http://attacker.invalid\",\"open\")",
+        ),
+        ("+SUM(1,2)", "'+SUM(1,2)"),
+        ("-2+3", "'-2+3"),
+        ("@cmd|' /C calc'!A0", "'@cmd|' /C calc'!A0"),
+        ("\t=1+1", "'\t=1+1"),
+        ("\r=1+1", "'\r=1+1"),
+        ("kitchen", "kitchen"),
+        ("a=b+c", "a=b+c"),
+    ];
+    let db = TestDb::new().await;
+    let rows: Vec<(i64, &str, f64)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (loc, _))| ((BASE + i as i64) * 1_000_000, *loc, -7.25 - i as f64))
+        .collect();
+    db.insert(&rows).await;
+    let base = readings::testing::serve(query_api::router(db.store.clone(), &Auth::Off)).await;
+    let expected = |records: &[Vec<String>]| {
+        let mut got: Vec<(String, String)> = records[1..]
+            .iter()
+            .map(|r| (r[1].clone(), r[2].clone()))
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, String)> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (_, cell))| ((*cell).to_owned(), (-7.25 - i as f64).to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+    };
+
+    let (disposition, records) = csv_download(&base, "/sensor?limit=100&format=csv").await;
+    assert_eq!(disposition, r#"attachment; filename="sensor-readings.csv""#);
+    assert_eq!(records[0], ["time", "location", "temperature"]);
+    expected(&records);
+    // Numbers stay numbers: the negative temperature and the time are not prefixed.
+    assert_eq!(records[1][0], (BASE + 7).to_string());
+    assert_eq!(records[1][2], "-14.25");
+
+    let (disposition, records) = csv_download(&base, "/sensor/latest?format=csv").await;
+    assert_eq!(disposition, r#"attachment; filename="sensor-latest.csv""#);
+    assert_eq!(records[0], ["time", "location", "temperature"]);
+    expected(&records);
+
+    // Stats hold only numbers: none is touched, negative ones included.
+    let (disposition, records) = csv_download(
+        &base,
+        "/sensor/stats?bucket=1d&since=1699920000&until=1700006400&format=csv",
+    )
+    .await;
+    assert_eq!(disposition, r#"attachment; filename="sensor-stats.csv""#);
+    assert_eq!(records[0], ["bucket", "count", "avg", "min", "max"]);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1][1], "8");
+    assert_eq!(records[1][3], "-14.25");
+    assert_eq!(records[1][4], "-7.25");
+    assert!(records[1][2].starts_with("-10.75"), "{records:?}");
+
+    // JSON answers are not attachments and keep the locations as they are.
+    let r = reqwest::get(format!("{base}/sensor?limit=1"))
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-disposition").is_none());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body[0]["location"], "a=b+c");
+}
+
 #[tokio::test]
 async fn rows_with_nulls_in_the_tutorials_table_are_skipped_on_every_route() {
     // The tutorial's table, whose handler stored whatever JSON it got.

@@ -36,6 +36,11 @@ Examples:
   loadtest --rate 200 --query-ratio 0.2 --duration 20s
   loadtest --rate 1000 --batch 10 --duration 30s --verify \"$DATABASE_URL\"
 
+  # as under faults (scripts/chaos): half the requests keyed and retried for 90 s, 1% invalid,
+  # every reading's outcome written for an exact check
+  loadtest --rate 200 --idempotency-share 0.5 --retry-for 90s --invalid-share 0.01 \\
+      --ledger run.csv --duration 2m
+
   # a CI gate: exit code 2 on any breach
   loadtest --rate 500 --duration 30s --json result.json \\
       --threshold 'p99<50ms' --threshold 'errors<0.1%' --threshold 'rate>490'
@@ -127,6 +132,36 @@ pub struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub verify_timeout: Duration,
 
+    /// How long --verify goes on while the database cannot be counted (down, restarting,
+    /// out of connections) before it gives up.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub verify_patience: Duration,
+
+    /// Share of ingest requests, from 0 to 1, that carry an `Idempotency-Key` header
+    /// (`lt-<run id>-<request n>`), so that retrying them is safe.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub idempotency_share: f64,
+
+    /// Retry a failed ingest request (a 5xx answer or no answer) for up to this long after
+    /// its first send, with jittered backoff, the same body and the same `Idempotency-Key`.
+    /// A request without a key is retried only when it never reached the server (the
+    /// connection was refused), since another try could store its readings twice.
+    /// The latency and the outcome counted are the last try's.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub retry_for: Option<Duration>,
+
+    /// Share of ingest requests, from 0 to below 1, made invalid on purpose (one reading's
+    /// temperature out of range): the API must refuse them whole (400) and none of their
+    /// readings may be stored.
+    #[arg(long, default_value_t = 0.0, value_parser = query_ratio)]
+    pub invalid_share: f64,
+
+    /// Write every reading sent to FILE as CSV, `location,time,outcome`, where outcome is
+    /// `acked` (2xx), `refused` (4xx) or `unknown` (5xx or no answer, after retries): what
+    /// an exact check against sensor_data needs (see scripts/chaos).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+
     /// No live progress (it is also hidden when stderr is not a terminal).
     #[arg(long, short)]
     pub quiet: bool,
@@ -158,6 +193,13 @@ fn positive_f64(s: &str) -> Result<f64, String> {
     }
 }
 
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number from 0 to 1")),
+    }
+}
+
 fn query_ratio(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
@@ -185,6 +227,13 @@ mod tests {
         assert_eq!(a.duration(), None);
         let a = parse(&["--duration", "1m 30s", "--readings", "5"]).unwrap();
         assert_eq!(a.duration(), Some(Duration::from_secs(90)));
+        assert_eq!(
+            (a.idempotency_share, a.invalid_share, a.retry_for),
+            (0.0, 0.0, None)
+        );
+        let a = parse(&["--idempotency-share", "1", "--retry-for", "90s"]).unwrap();
+        assert_eq!(a.idempotency_share, 1.0);
+        assert_eq!(a.retry_for, Some(Duration::from_secs(90)));
     }
 
     #[test]
@@ -197,6 +246,9 @@ mod tests {
             &["--duration", "soon"],
             &["--query-ratio", "1"],
             &["--threshold", "p42<1ms"],
+            &["--idempotency-share", "1.5"],
+            &["--invalid-share", "1"],
+            &["--retry-for", "0s"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

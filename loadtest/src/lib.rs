@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod fleet;
+pub mod ledger;
 pub mod progress;
 pub mod report;
 pub mod runner;
@@ -49,7 +50,10 @@ pub async fn run(args: Args) -> Result<Verdict> {
 
     let started_at = Utc::now();
     let monitor = match &args.verify {
-        Some(url) => Some(verify::Monitor::start(url, fleet.locations(), started_at).await?),
+        Some(url) => Some(
+            verify::Monitor::start(url, fleet.locations(), started_at, args.verify_patience)
+                .await?,
+        ),
         None => None,
     };
     let duration = args.duration();
@@ -69,6 +73,16 @@ pub async fn run(args: Args) -> Result<Verdict> {
         args.rate,
         stats.clone(),
     );
+    let ledger = match &args.ledger {
+        Some(path) => Some(Arc::new(ledger::Ledger::create(path)?)),
+        None => None,
+    };
+    let sending = runner::Sending {
+        idempotency_share: args.idempotency_share,
+        invalid_share: args.invalid_share,
+        retry_for: args.retry_for,
+        ledger: ledger.clone(),
+    };
     let run = runner::run(
         schedule,
         fleet,
@@ -76,10 +90,15 @@ pub async fn run(args: Args) -> Result<Verdict> {
         args.concurrency,
         stats.clone(),
         start,
+        sending,
     )
     .await;
     progress.finish();
     let run = run?;
+    // Every request has finished (the runner waited for them all).
+    if let Some(ledger) = ledger {
+        ledger.finish()?;
+    }
 
     // Every request has finished: take the stats out of the shared lock.
     let stats = std::mem::replace(&mut *lock(&stats), Stats::new(start));

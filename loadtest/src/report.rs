@@ -59,6 +59,10 @@ pub struct Requests {
     pub total: u64,
     pub ingest: u64,
     pub query: u64,
+    /// Tries beyond each request's first (--retry-for).
+    pub retries: u64,
+    /// Requests answered 2xx after one or more retries.
+    pub recovered: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +159,8 @@ impl Summary {
                 total: stats.completed,
                 ingest: stats.ingest_requests,
                 query: stats.query_requests,
+                retries: stats.retries,
+                recovered: stats.recovered,
             },
             readings: Readings {
                 sent: stats.readings_sent,
@@ -250,6 +256,13 @@ impl Summary {
             "  requests    {} (ingest {}, query {})",
             r.total, r.ingest, r.query
         );
+        if r.retries > 0 {
+            let _ = writeln!(
+                out,
+                "  retries     {} ({} requests answered 2xx after retrying)",
+                r.retries, r.recovered
+            );
+        }
         let _ = writeln!(
             out,
             "  readings    {} sent, {} accepted",
@@ -530,6 +543,8 @@ mod tests {
                 total: requests,
                 ingest: requests,
                 query: 0,
+                retries: 0,
+                recovered: 0,
             },
             readings: Readings {
                 sent: requests,

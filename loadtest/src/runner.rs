@@ -6,16 +6,40 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use chrono::Utc;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reading};
+use crate::ledger::Ledger;
 use crate::schedule::{Kind, Schedule};
-use crate::stats::{lock, Completion, Op, Stats};
-use crate::target::Target;
+use crate::stats::{lock, Completion, Op, Outcome, Stats};
+use crate::target::{self, Target};
 
 /// When the first this-many answers are all transport errors, the run stops: the target is
 /// down, and thousands of identical errors would tell nothing more.
 const GIVE_UP_AFTER: u64 = 10;
+
+/// A temperature far beyond any plausible `TEMPERATURE_MAX`: a request carrying it is
+/// refused whole.
+pub const INVALID_TEMPERATURE: f64 = 1.0e9;
+
+/// The first retry waits about this long; each next one twice as long, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How ingest requests are sent, beyond the schedule.
+#[derive(Clone, Default)]
+pub struct Sending {
+    /// Share of ingest requests with an `Idempotency-Key`.
+    pub idempotency_share: f64,
+    /// Share of ingest requests made invalid on purpose.
+    pub invalid_share: f64,
+    /// Retry budget from a request's first send (see [`target::retryable`]).
+    pub retry_for: Option<Duration>,
+    /// Where every reading's outcome goes.
+    pub ledger: Option<Arc<Ledger>>,
+}
 
 pub struct Run {
     pub elapsed: Duration,
@@ -31,7 +55,10 @@ pub async fn run(
     concurrency: u32,
     stats: Arc<Mutex<Stats>>,
     start: Instant,
+    sending: Sending,
 ) -> Result<Run> {
+    let mut rng = SmallRng::from_rng(&mut rand::rng());
+    let mut request_n = 0u64;
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -56,19 +83,35 @@ pub async fn run(
             break;
         }
         let sent_at = Utc::now();
-        let (op, readings, location) = match slot.kind {
+        let (op, mut readings, location) = match slot.kind {
             Kind::Ingest(n) => (Op::Ingest, fleet.readings(n as usize, sent_at), None),
             Kind::Query => (Op::Query, vec![], Some(fleet.random_location().to_owned())),
         };
+        let mut key = None;
+        if op == Op::Ingest {
+            request_n += 1;
+            if rng.random_bool(sending.invalid_share) {
+                if let Some(r) = readings.last_mut() {
+                    r.temperature = INVALID_TEMPERATURE;
+                }
+            }
+            if rng.random_bool(sending.idempotency_share) {
+                key = Some(format!("lt-{}-{request_n}", fleet.run_id()));
+            }
+        }
         let count = readings.len() as u32;
         lock(&stats).sent(op, count);
         let target = target.clone();
         let stats = stats.clone();
+        let sending = sending.clone();
         tokio::spawn(async move {
-            let outcome = match &location {
-                Some(location) => target.query(location).await,
-                None => target.ingest(&readings).await,
+            let (outcome, attempts) = match &location {
+                Some(location) => (target.query(location).await, 1),
+                None => ingest(&target, &readings, key.as_deref(), sending.retry_for).await,
             };
+            if let Some(ledger) = &sending.ledger {
+                ledger.record(&readings, &outcome);
+            }
             let now = Instant::now();
             let completion = Completion {
                 op,
@@ -76,6 +119,7 @@ pub async fn run(
                 latency: now.saturating_duration_since(due),
                 sent_at_micros: sent_at.timestamp_micros(),
                 outcome,
+                attempts,
             };
             lock(&stats).record(completion, now);
             drop(permit);
@@ -103,6 +147,45 @@ pub async fn run(
         elapsed: if interrupted { took } else { took.max(window) },
         interrupted,
     })
+}
+
+/// POSTs `readings`, retrying what [`target::retryable`] allows while `retry_for` lasts from
+/// the first send, with jittered exponential backoff. Returns the last outcome and the tries.
+async fn ingest(
+    target: &Target,
+    readings: &[Reading],
+    key: Option<&str>,
+    retry_for: Option<Duration>,
+) -> (Outcome, u32) {
+    let body = match target::encode(readings) {
+        Ok(b) => b,
+        Err(e) => {
+            let outcome = Outcome::Transport {
+                kind: "encode",
+                detail: e.to_string(),
+            };
+            return (outcome, 1);
+        }
+    };
+    let first = Instant::now();
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempts = 1;
+    loop {
+        let outcome = target.post(body.clone(), key).await;
+        let Some(budget) = retry_for else {
+            return (outcome, attempts);
+        };
+        if !target::retryable(&outcome, key.is_some()) {
+            return (outcome, attempts);
+        }
+        let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+        if first.elapsed() + wait > budget {
+            return (outcome, attempts);
+        }
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempts += 1;
+    }
 }
 
 /// The first answers are all transport errors.

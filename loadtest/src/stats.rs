@@ -39,6 +39,8 @@ pub struct Completion {
     /// When the readings were sent, epoch µs (their `time`).
     pub sent_at_micros: i64,
     pub outcome: Outcome,
+    /// Tries, 1 when the request was not retried.
+    pub attempts: u32,
 }
 
 /// One second of the run, by completion time.
@@ -98,6 +100,10 @@ pub struct Stats {
     pub first_transport_error: Option<String>,
     pub completed: u64,
     pub successes: u64,
+    /// Tries beyond each request's first.
+    pub retries: u64,
+    /// Requests that were retried and then answered 2xx.
+    pub recovered: u64,
     pub timeline: Vec<Second>,
     current: Current,
     /// (send time in epoch µs, readings) of every accepted ingest request.
@@ -120,6 +126,8 @@ impl Stats {
             first_transport_error: None,
             completed: 0,
             successes: 0,
+            retries: 0,
+            recovered: 0,
             timeline: Vec::new(),
             current: Current::new(0),
             accepted_sends: Vec::new(),
@@ -145,6 +153,10 @@ impl Stats {
             Op::Query => self.query_latency.saturating_record(value),
         }
         self.completed += 1;
+        self.retries += u64::from(c.attempts.saturating_sub(1));
+        if c.attempts > 1 && c.outcome.is_success() {
+            self.recovered += 1;
+        }
         let cur = &mut self.current;
         cur.latency.saturating_record(value);
         cur.requests += 1;
@@ -249,6 +261,7 @@ mod tests {
             latency: Duration::from_millis(latency_ms),
             sent_at_micros: 0,
             outcome,
+            attempts: 1,
         }
     }
 

@@ -68,24 +68,25 @@ impl Target {
 
     /// POSTs readings: one JSON object for one reading (the tutorial's body), else an array.
     pub async fn ingest(&self, readings: &[Reading]) -> Outcome {
-        let body = match readings {
-            [one] => serde_json::to_vec(one),
-            many => serde_json::to_vec(many),
-        };
-        let body = match body {
-            Ok(b) => b,
-            Err(e) => {
-                return Outcome::Transport {
-                    kind: "encode",
-                    detail: e.to_string(),
-                }
-            }
-        };
-        let request = self
+        match encode(readings) {
+            Ok(body) => self.post(body, None).await,
+            Err(e) => Outcome::Transport {
+                kind: "encode",
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    /// POSTs an encoded body, with an `Idempotency-Key` header when `key` is given.
+    pub async fn post(&self, body: Vec<u8>, key: Option<&str>) -> Outcome {
+        let mut request = self
             .client
             .post(self.ingest_url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
         outcome(request).await
     }
 
@@ -103,6 +104,25 @@ impl Target {
                 .query(&[("location", location)]),
         )
         .await
+    }
+}
+
+/// The body of a POST: one JSON object for one reading (the tutorial's body), else an array.
+pub fn encode(readings: &[Reading]) -> Result<Vec<u8>, serde_json::Error> {
+    match readings {
+        [one] => serde_json::to_vec(one),
+        many => serde_json::to_vec(many),
+    }
+}
+
+/// Whether a failed ingest request may be sent again: a 5xx or no answer at all, when it
+/// carries an `Idempotency-Key` (the retry maps to the same batch id); without a key only
+/// when it never reached the server (`connect`), as a retry of a request that did could
+/// store its readings twice.
+pub fn retryable(outcome: &Outcome, keyed: bool) -> bool {
+    match outcome {
+        Outcome::Status(s) => keyed && *s >= 500,
+        Outcome::Transport { kind, .. } => keyed || *kind == "connect",
     }
 }
 
@@ -134,7 +154,7 @@ async fn outcome(request: reqwest::RequestBuilder) -> Outcome {
     }
 }
 
-/// A short name for the kind of transport error.
+/// A short name for the kind of transport error (`connect`: the request never left).
 fn kind(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timeout"
@@ -163,4 +183,39 @@ pub fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requests_that_are_safe_to_repeat_are_retried() {
+        let connect = Outcome::Transport {
+            kind: "connect",
+            detail: "connection refused".into(),
+        };
+        let timeout = Outcome::Transport {
+            kind: "timeout",
+            detail: "timed out".into(),
+        };
+        for (outcome, keyed, want) in [
+            (Outcome::Status(503), true, true),
+            (Outcome::Status(500), true, true),
+            (Outcome::Status(503), false, false),
+            (Outcome::Status(400), true, false),
+            (Outcome::Status(422), true, false),
+            (Outcome::Status(202), true, false),
+            (timeout.clone(), true, true),
+            (timeout, false, false),
+            (connect.clone(), true, true),
+            (connect, false, true),
+        ] {
+            assert_eq!(
+                retryable(&outcome, keyed),
+                want,
+                "{outcome:?} keyed={keyed}"
+            );
+        }
+    }
 }

@@ -76,13 +76,15 @@ pub struct Monitor {
     task: JoinHandle<Result<Vec<(i64, u64)>>>,
 }
 
-/// Consecutive failed polls (about 5 s) after which the check gives up.
-const MAX_FAILED_POLLS: u32 = 20;
-
 impl Monitor {
     /// Connects to `url` (failing at once when it cannot) and starts polling for
-    /// `locations` at or after `since`.
-    pub async fn start(url: &str, locations: Vec<String>, since: DateTime<Utc>) -> Result<Monitor> {
+    /// `locations` at or after `since`; polls may fail for up to `patience` in a row.
+    pub async fn start(
+        url: &str,
+        locations: Vec<String>,
+        since: DateTime<Utc>,
+        patience: Duration,
+    ) -> Result<Monitor> {
         let first = connect(url).await?;
         let started_us = since.timestamp_micros();
         let since = since - TimeDelta::seconds(1);
@@ -92,6 +94,7 @@ impl Monitor {
             url.to_owned(),
             locations.clone(),
             since,
+            patience,
             watch_target,
         ));
         Ok(Monitor {
@@ -158,17 +161,19 @@ impl Monitor {
 }
 
 /// Counts every `POLL_EVERY` until a target is set and reached, or its deadline passes.
-/// A failed poll is skipped (reconnecting when the connection broke); many in a row fail.
+/// A failed poll is skipped (reconnecting when the connection broke); polls failing for
+/// longer than `patience` in a row fail.
 async fn poll(
     first: Client,
     url: String,
     locations: Vec<String>,
     since: DateTime<Utc>,
+    patience: Duration,
     mut target: watch::Receiver<Option<(u64, Instant)>>,
 ) -> Result<Vec<(i64, u64)>> {
     let mut client = Some(first);
     let mut polls = Vec::new();
-    let mut failed = 0;
+    let mut failing_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(POLL_EVERY);
     // A slow count delays the next one instead of bunching them up.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,13 +193,12 @@ async fn poll(
         };
         let seen = match counted {
             Ok(n) => {
-                failed = 0;
+                failing_since = None;
                 polls.push((at.timestamp_micros(), n));
                 Some(n)
             }
             Err(e) => {
-                failed += 1;
-                if failed >= MAX_FAILED_POLLS {
+                if failing_since.get_or_insert_with(Instant::now).elapsed() > patience {
                     return Err(e);
                 }
                 if client.as_ref().is_some_and(Client::is_closed) {

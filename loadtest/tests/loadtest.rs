@@ -452,3 +452,133 @@ async fn a_stall_shows_in_every_request_scheduled_during_it() {
     assert!(l["max"].as_f64().unwrap() >= 1000.0, "{l}");
     assert!(l["p90"].as_f64().unwrap() >= 500.0, "{l}");
 }
+
+/// An endpoint that answers 503 to the first POST of each body and 202 to the next ones.
+async fn flaky() -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/sensor",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                let mut seen = store.lock().unwrap();
+                let again = seen.bodies.iter().any(|(_, b)| *b == body);
+                seen.bodies.push((headers, body));
+                if again {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    (listen(app).await, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_requests_are_retried_with_the_same_key_and_body_and_the_ledger_says_how_each_ended()
+{
+    let (url, seen) = flaky().await;
+    let dir = scratch("retry");
+    let (json, ledger) = (dir.join("out.json"), dir.join("ledger.csv"));
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "100",
+        "--readings",
+        "20",
+        "--batch",
+        "2",
+        "--idempotency-share",
+        "1",
+        "--retry-for",
+        "10s",
+        "--json",
+        json.to_str().unwrap(),
+        "--ledger",
+        ledger.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let v = read_json(&json);
+    assert_eq!(v["requests"]["retries"], 10, "{v}");
+    assert_eq!(v["requests"]["recovered"], 10, "{v}");
+    assert_eq!(v["readings"]["accepted"], 20, "{v}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.bodies.len(), 20);
+    let mut keys = std::collections::HashMap::new();
+    for (headers, body) in &seen.bodies {
+        let key = headers["idempotency-key"].to_str().unwrap().to_owned();
+        assert!(key.starts_with("lt-"), "{key}");
+        keys.entry(key).or_insert_with(Vec::new).push(body.clone());
+    }
+    // Each key was sent twice, with the same body.
+    assert_eq!(keys.len(), 10);
+    assert!(
+        keys.values().all(|b| b.len() == 2 && b[0] == b[1]),
+        "{keys:?}"
+    );
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "location,time,outcome");
+    assert_eq!(lines.len(), 21);
+    assert!(lines[1..].iter().all(|l| l.ends_with(",acked")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_key_are_not_retried_after_an_answer_and_invalid_ones_are_refused() {
+    let (url, seen) = capture(StatusCode::SERVICE_UNAVAILABLE).await;
+    let dir = scratch("noretry");
+    let (json, ledger) = (dir.join("out.json"), dir.join("ledger.csv"));
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "100",
+        "--readings",
+        "10",
+        "--retry-for",
+        "10s",
+        "--json",
+        json.to_str().unwrap(),
+        "--ledger",
+        ledger.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(seen.lock().unwrap().bodies.len(), 10);
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(text.lines().filter(|l| l.ends_with(",unknown")).count(), 10);
+    assert!(seen.lock().unwrap().bodies[0]
+        .0
+        .get("idempotency-key")
+        .is_none());
+
+    // Invalid on purpose, against the real API: refused whole, and so in the ledger.
+    let p = pipeline().await;
+    let out = loadtest(&[
+        "--api-key",
+        &p.key,
+        "--ingest-url",
+        &p.ingest,
+        "--rate",
+        "200",
+        "--readings",
+        "40",
+        "--batch",
+        "4",
+        "--invalid-share",
+        "0.5",
+        "--ledger",
+        ledger.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let refused = text.lines().filter(|l| l.ends_with(",refused")).count();
+    let acked = text.lines().filter(|l| l.ends_with(",acked")).count();
+    assert_eq!(refused + acked, 40, "{text}");
+    assert!(refused > 0 && refused % 4 == 0, "{refused} refused");
+}

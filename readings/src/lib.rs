@@ -3,8 +3,9 @@
 //! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
 //! [`tls`], [`secrets`]), the writer's SQS handler ([`writer`]), query parameters
 //! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
-//! or locally ([`http`], with the local host's bounds in [`server`]), API keys ([`auth`]),
-//! logs ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
+//! or locally ([`http`], with the local host's bounds in [`server`] and the Lambda host, for
+//! every API Gateway, ALB and function URL payload, in [`lambda`]), API keys ([`auth`]), logs
+//! ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
 
 pub mod auth;
 pub mod coalesce;
@@ -14,6 +15,7 @@ pub mod deadletter;
 pub mod envelope;
 pub mod http;
 pub mod ingest;
+pub mod lambda;
 pub mod metrics;
 pub mod query;
 pub mod queue;

@@ -110,3 +110,76 @@ async fn the_binary_logs_its_table_kind_at_start_and_timescaledb_require_is_enfo
         }
     }
 }
+
+/// What `template.yaml` sets on the function.
+const IGNORE_STAGE: (&str, &str) = ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+
+#[tokio::test]
+async fn binary_answers_rest_alb_and_function_url_events_under_lambda() {
+    use readings::testing::{answer_shape, LambdaAnswer};
+    let db = TestDb::new().await;
+    db.insert(&[(1_678_882_392_000_000, "bedroom", 66.0)]).await;
+    let key = db.api_key(&[Scope::Query]).await;
+    let samples = [
+        ("query-get-rest.json", "rest"),
+        ("query-get-alb.json", "alb"),
+        ("query-get-function-url.json", "http"),
+    ];
+    let answers = FakeLambdaRuntime::invoke(
+        env!("CARGO_BIN_EXE_query-api"),
+        &[("DATABASE_URL", &db.config.url), IGNORE_STAGE],
+        samples.iter().map(|s| event_with_key(s.0, &key)).collect(),
+    )
+    .await;
+    for ((file, shape), (kind, answer)) in samples.iter().zip(&answers) {
+        assert!(kind.starts_with("response:"), "{file}: {kind}: {answer}");
+        assert_eq!(answer_shape(answer), *shape, "{file}: {answer}");
+        let read = LambdaAnswer::read(answer);
+        assert_eq!(read.status, 200, "{file}: {answer}");
+        assert_eq!(
+            read.json(),
+            json!([{"time": 1678882392, "location": "bedroom", "temperature": 66.0}]),
+            "{file}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs readings::http::serve to host Lambda with readings::lambda::serve"]
+async fn binary_answers_the_tutorials_event_under_lambda() {
+    use readings::testing::{answer_shape, event, LambdaAnswer};
+    let db = TestDb::new().await;
+    db.insert(&[(1_678_882_392_000_000, "bedroom", 66.0)]).await;
+    let key = db.api_key(&[Scope::Query]).await;
+    // Without AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH, as `cargo lambda watch` runs it:
+    // lambda_http puts the REST event's stage (`prod`) in front of its path, and the host
+    // takes it off again.
+    let answers = FakeLambdaRuntime::invoke(
+        env!("CARGO_BIN_EXE_query-api"),
+        &[("DATABASE_URL", &db.config.url)],
+        vec![
+            event("tutorial-get.json"),
+            event_with_key("tutorial-get.json", &key),
+            event_with_key("query-get-rest.json", &key),
+        ],
+    )
+    .await;
+    for (kind, answer) in &answers {
+        assert!(kind.starts_with("response:"), "{kind}: {answer}");
+        assert_eq!(answer_shape(answer), "rest", "{answer}");
+    }
+    let read = LambdaAnswer::read(&answers[0].1);
+    assert_eq!(read.status, 401, "{:?}", answers[0]);
+    assert_eq!(read.headers["content-type"], ["application/json"]);
+    assert!(read.json()["error"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("missing API key")));
+    for (_, answer) in &answers[1..] {
+        let read = LambdaAnswer::read(answer);
+        assert_eq!(read.status, 200, "{answer}");
+        assert_eq!(
+            read.json(),
+            json!([{"time": 1678882392, "location": "bedroom", "temperature": 66.0}])
+        );
+    }
+}

@@ -1,9 +1,10 @@
 //! The store against a real PostgreSQL: schema setup, the exactly-once write path, queries.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use readings::config::DbConfig;
 use readings::envelope::{BatchPart, WireReading};
 use readings::query::Cursor;
-use readings::store::{recent_sql, RecentQuery, TableKind};
+use readings::store::{recent_sql, ErrorKind, RecentQuery, Store, StoreError, TableKind};
 use readings::testing::{expected_kind, run_policy_jobs, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -444,4 +445,196 @@ async fn old_batch_records_and_keys_are_pruned_and_recent_ones_kept() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(left, ["new", "new-key"]);
+}
+
+/// A connection of its own to the test's database.
+async fn session(db: &TestDb) -> tokio_postgres::Client {
+    db.client().await
+}
+
+/// A store on the test's database whose sessions carry `application_name`, so that
+/// `pg_stat_activity` tells them apart.
+fn named_store(db: &TestDb, name: &str) -> Store {
+    Store::new(&DbConfig {
+        url: format!("{}?application_name={name}", db.config.url),
+        ..db.config.clone()
+    })
+    .unwrap()
+}
+
+/// Waits (up to 20 s) until a session of `app` waits on a lock of this kind (`relation`,
+/// `transactionid`, ...).
+async fn wait_for_lock_wait(observer: &tokio_postgres::Client, app: &str, event: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                WHERE application_name = $1 AND wait_event_type = 'Lock'
+                                  AND wait_event = $2)",
+                &[&app, &event],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{app} never waited on a {event} lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn deadlocks_and_serialization_failures_are_transient() {
+    let db = TestDb::new().await;
+    let (a, b) = (session(&db).await, session(&db).await);
+    a.batch_execute(
+        "CREATE TABLE pair (id int PRIMARY KEY, v int);
+         INSERT INTO pair VALUES (1, 0), (2, 0);
+         SET deadlock_timeout = '100ms';",
+    )
+    .await
+    .unwrap();
+    b.batch_execute("SET deadlock_timeout = '100ms'")
+        .await
+        .unwrap();
+
+    // A deadlock: each holds one row and wants the other's; PostgreSQL ends one of them.
+    a.batch_execute("BEGIN; UPDATE pair SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("BEGIN; UPDATE pair SET v = 1 WHERE id = 2")
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(
+        a.execute("UPDATE pair SET v = 2 WHERE id = 2", &[]),
+        b.execute("UPDATE pair SET v = 2 WHERE id = 1", &[]),
+    );
+    let victim = match (ra, rb) {
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+        other => panic!("expected one deadlock victim, got {other:?}"),
+    };
+    let e = StoreError::Db {
+        context: "writing",
+        source: victim,
+    };
+    assert_eq!(e.sqlstate(), Some("40P01"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    a.batch_execute("ROLLBACK").await.unwrap();
+    b.batch_execute("ROLLBACK").await.unwrap();
+
+    // A serialization failure: a repeatable-read transaction updates a row another
+    // transaction changed after its snapshot.
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM pair")
+        .await
+        .unwrap();
+    b.execute("UPDATE pair SET v = 3 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let failure = a
+        .execute("UPDATE pair SET v = 4 WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    let e = StoreError::Db {
+        context: "writing",
+        source: failure,
+    };
+    assert_eq!(e.sqlstate(), Some("40001"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+}
+
+/// Two writers get the same parts; the first is held inside its transaction (its COPY waits
+/// on a lock a third session holds) after recording the parts' keys, so the second must wait
+/// on those keys' primary key entries. Then the first goes on and commits: the second skips
+/// them. Or the first is cancelled and rolls back: the second writes them.
+#[tokio::test]
+async fn a_writer_racing_another_on_the_same_parts_waits_for_it_and_never_doubles_rows() {
+    for first_commits in [true, false] {
+        let db = TestDb::new().await;
+        let (first, second) = (named_store(&db, "first"), named_store(&db, "second"));
+        first.ready().await.unwrap();
+        second.ready().await.unwrap();
+        let observer = session(&db).await;
+        let shared = [
+            part("shared", 0, &[(3000, "x", 1.0), (3001, "y", 2.0)]),
+            part("shared", 1, &[(3002, "x", 3.0)]),
+        ];
+        let own = part("own", 0, &[(3003, "z", 4.0)]);
+
+        let blocker = session(&db).await;
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE sensor_data IN SHARE MODE")
+            .await
+            .unwrap();
+        let first_write = tokio::spawn({
+            let (store, parts) = (first.clone(), shared.clone());
+            async move { store.write(&parts.iter().collect::<Vec<_>>()).await }
+        });
+        wait_for_lock_wait(&observer, "first", "relation").await;
+        let second_write = tokio::spawn({
+            let (store, mut parts) = (second.clone(), shared.to_vec());
+            parts.insert(1, own.clone());
+            async move { store.write(&parts.iter().collect::<Vec<_>>()).await }
+        });
+        wait_for_lock_wait(&observer, "second", "transactionid").await;
+
+        if !first_commits {
+            observer
+                .execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = 'first' AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        let first_result = if first_commits {
+            blocker.batch_execute("COMMIT").await.unwrap();
+            first_write.await.unwrap()
+        } else {
+            // The first write fails (and rolls back) while the lock is still held.
+            let r = first_write.await.unwrap();
+            blocker.batch_execute("COMMIT").await.unwrap();
+            r
+        };
+        let second_report = second_write.await.unwrap().unwrap();
+        if first_commits {
+            let r = first_result.unwrap();
+            assert_eq!((r.rows, r.parts_written, r.parts_skipped), (3, 2, 0));
+            assert_eq!(
+                (
+                    second_report.rows,
+                    second_report.parts_written,
+                    second_report.parts_skipped
+                ),
+                (1, 1, 2)
+            );
+        } else {
+            let e = first_result.unwrap_err();
+            assert_eq!(e.sqlstate(), Some("57014"), "{e}");
+            assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+            assert_eq!(
+                (
+                    second_report.rows,
+                    second_report.parts_written,
+                    second_report.parts_skipped
+                ),
+                (4, 3, 0)
+            );
+        }
+        assert_eq!(
+            db.rows().await,
+            [
+                (3_000_000_000, "x".into(), 1.0),
+                (3_001_000_000, "y".into(), 2.0),
+                (3_002_000_000, "x".into(), 3.0),
+                (3_003_000_000, "z".into(), 4.0)
+            ],
+            "first commits: {first_commits}"
+        );
+    }
 }

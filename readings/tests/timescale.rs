@@ -851,3 +851,152 @@ async fn stats_answer_every_bucket_the_range_touches_in_full() {
         .collect();
     assert_eq!(got, [(hour(0, 0), 2, 2.0), (hour(1, 0), 1, 3.0)]);
 }
+
+/// Writers on the hypertable while TimescaleDB's compression and retention jobs run (on
+/// plain PostgreSQL: while the writer's own retention delete runs): each message is handled
+/// by two writers at once, its readings partly late (into chunks the compression job takes)
+/// and partly fresh; every message's readings end up in the table exactly once, and the
+/// readings past retention are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_keep_exactly_once_while_compression_and_retention_jobs_run() {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use readings::testing::sqs_message;
+    use readings::writer::Writer;
+
+    let db = TestDb::new().await;
+    let cfg = LifecycleConfig {
+        chunk_interval_hours: 24,
+        compress_after_days: 7,
+        retention_days: 30,
+        hourly_aggregate: true,
+    };
+    assert!(db.store.apply_lifecycle(&cfg).await.unwrap());
+    let now = Utc::now().timestamp_micros();
+    let ancient: Vec<(i64, &str, f64)> = (0..48)
+        .map(|h| (now - 40 * DAY_US + h * HOUR_US, "ancient", 1.0))
+        .collect();
+    db.insert(&ancient).await;
+    let settled: Vec<(i64, &str, f64)> = (0..5 * 24)
+        .map(|h| (now - 14 * DAY_US + h * HOUR_US, "settled", 2.0))
+        .collect();
+    db.insert(&settled).await;
+
+    // 40 messages of 30 readings each, one location per message: 20 late readings spread
+    // over 8 to 12 days ago, 10 fresh ones.
+    const MESSAGES: usize = 40;
+    let bodies: Vec<String> = (0..MESSAGES)
+        .map(|m| {
+            let location = format!("w{m}");
+            let readings: Vec<serde_json::Value> = (0..30)
+                .map(|i| {
+                    let t = if i < 20 {
+                        now - 12 * DAY_US + (i * 5 + m as i64) * 4 * HOUR_US / 10
+                    } else {
+                        now - (i * 1000 + m as i64) * 1_000_000
+                    };
+                    serde_json::json!([t, location, i as f64])
+                })
+                .collect();
+            serde_json::json!({"v": 1, "batches": [{"id": format!("msg-{m}"), "part": 0, "readings": readings}]})
+                .to_string()
+        })
+        .collect();
+    // Four writers (each a pool of its own, as separate processes have; their maintenance
+    // keeps the same settings); each message goes to two of them, in batches of five.
+    let writers: Vec<Writer> = (0..4)
+        .map(|_| Writer::new(Store::new(&db.config).unwrap()).with_lifecycle(cfg.clone()))
+        .collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, writer) in writers.into_iter().enumerate() {
+        let mine: Vec<usize> = (0..MESSAGES).filter(|m| m % 2 == w % 2).collect();
+        let bodies = bodies.clone();
+        tasks.spawn(async move {
+            let mut failures = 0;
+            for chunk in mine.chunks(5) {
+                let mut event = SqsEvent::default();
+                event.records = chunk
+                    .iter()
+                    .map(|&m| sqs_message(&format!("{w}-{m}"), &bodies[m]))
+                    .collect();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                failures += writer
+                    .handle(event, deadline)
+                    .await
+                    .batch_item_failures
+                    .len();
+            }
+            failures
+        });
+    }
+    // Meanwhile, the jobs, over and over until the writers are done.
+    let jobs = tokio::spawn({
+        let (done, store, c) = (done.clone(), db.store.clone(), db.client().await);
+        async move {
+            let mut runs = Vec::new();
+            loop {
+                if expected_kind() == TableKind::Hypertable {
+                    runs.extend(run_policy_jobs(&c).await);
+                } else {
+                    let outcome = store.delete_expired(&cfg).await.map(|_| ());
+                    runs.push(("delete_expired".to_owned(), format!("{outcome:?}")));
+                }
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return runs;
+                }
+            }
+        }
+    });
+    let mut failures = 0;
+    while let Some(f) = tasks.join_next().await {
+        failures += f.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = jobs.await.unwrap();
+    assert_eq!(failures, 0, "every message written by the deadline");
+
+    let c = db.client().await;
+    let per_location: Vec<(String, i64)> = c
+        .query(
+            "SELECT location, count(*) FROM sensor_data GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut want: Vec<(String, i64)> = (0..MESSAGES).map(|m| (format!("w{m}"), 30)).collect();
+    want.push(("settled".into(), settled.len() as i64));
+    want.sort();
+    assert_eq!(per_location, want, "jobs run meanwhile: {runs:?}");
+    let distinct = query_i64(
+        &c,
+        "SELECT count(*) FROM (SELECT DISTINCT time, location FROM sensor_data) d",
+    )
+    .await;
+    assert_eq!(distinct, (MESSAGES * 30 + settled.len()) as i64);
+    assert_eq!(
+        query_i64(
+            &c,
+            "SELECT count(*) FROM ingest_batches WHERE batch_id LIKE 'msg-%'"
+        )
+        .await,
+        MESSAGES as i64
+    );
+    if expected_kind() == TableKind::Hypertable {
+        // The jobs did their work: chunks older than 7 days compressed, none past 30 days.
+        let compressed = query_i64(
+            &c,
+            "SELECT count(*) FROM timescaledb_information.chunks
+             WHERE hypertable_name = 'sensor_data' AND is_compressed",
+        )
+        .await;
+        assert!(compressed >= 1, "no chunk compressed: {runs:?}");
+        assert!(
+            runs.iter()
+                .any(|(name, o)| name == "policy_retention" && o == "Success"),
+            "{runs:?}"
+        );
+    }
+}

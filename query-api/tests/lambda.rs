@@ -145,7 +145,6 @@ async fn binary_answers_rest_alb_and_function_url_events_under_lambda() {
 }
 
 #[tokio::test]
-#[ignore = "needs readings::http::serve to host Lambda with readings::lambda::serve"]
 async fn binary_answers_the_tutorials_event_under_lambda() {
     use readings::testing::{answer_shape, event, LambdaAnswer};
     let db = TestDb::new().await;

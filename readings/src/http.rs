@@ -141,48 +141,13 @@ pub async fn not_found() -> ApiError {
     )
 }
 
-/// Drops the stage from the path of API Gateway requests on a named stage: an HTTP API
-/// puts `/{stage}` in front of the route (`/prod/sensor`), the routers know `/sensor`.
-pub fn strip_stage<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
-    use lambda_http::request::RequestContext;
-    use lambda_http::RequestExt;
-    let stage = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
-        _ => None,
-    };
-    let Some(stage) = stage.filter(|s| !s.is_empty() && s != "$default") else {
-        return req;
-    };
-    let prefix = format!("/{stage}");
-    let path = req.uri().path();
-    let rest = match path.strip_prefix(&prefix) {
-        Some("") => "/",
-        Some(rest) if rest.starts_with('/') => rest,
-        _ => return req,
-    };
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
-    };
-    let mut parts = req.uri().clone().into_parts();
-    if let Ok(pq) = path_and_query.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
-    }
-    req
-}
-
-/// Serves `router` under Lambda when `AWS_LAMBDA_RUNTIME_API` is set (named API Gateway
-/// stages stripped from paths, see [`strip_stage`]), else over HTTP on `addr` within the
+/// Serves `router` under Lambda when `AWS_LAMBDA_RUNTIME_API` is set (every API Gateway,
+/// ALB and function URL payload shape, named stages stripped from paths: see
+/// [`crate::lambda::serve`]), else over HTTP on `addr` within the
 /// bounds of [`HttpConfig::from_env`] until Ctrl-C or SIGTERM (see [`crate::server`]).
 pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
     if in_lambda() {
-        use tower::ServiceExt;
-        lambda_http::run(router.map_request(strip_stage::<lambda_http::Body>))
-            .await
-            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+        crate::lambda::serve(router).await
     } else {
         let config = HttpConfig::from_env()?;
         let listener = tokio::net::TcpListener::bind(addr)

@@ -102,6 +102,14 @@ pub fn pack(
 /// Packs the readings of several batches (of several requests) into shared message bodies
 /// of at most `max_bytes` each, in order. A batch that does not fit in one body continues
 /// in the next with the next part number, so every `(id, part)` stays unique.
+///
+/// A batch's parts hold the same readings however it is packed, alone ([`pack`], as under
+/// Lambda) or beside other batches: a batch that fits in one body is never split (when it
+/// does not fit in what is left of the current body it starts the next one), and a larger
+/// one starts on an empty body and is split there as it would be alone. A retried request
+/// (the same `Idempotency-Key`, so the same batch id) is packed beside other requests than
+/// its first try was, and the writer skips a part whose `(id, part)` it has written: the
+/// part must name the same readings in both tries.
 pub struct Packer {
     max_bytes: usize,
     bodies: Vec<String>,
@@ -137,11 +145,25 @@ impl Packer {
     /// Adds one batch's readings.
     pub fn add(&mut self, batch_id: &str, readings: &[Reading]) -> Result<(), EnvelopeError> {
         let id = serde_json::to_string(batch_id).map_err(EnvelopeError::Malformed)?;
+        let items = readings
+            .iter()
+            .map(|r| serde_json::to_string(&WireReading::from(r)))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(EnvelopeError::Malformed)?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        // The whole batch as one part after what the body holds, its closing and the body's.
+        let whole = format!(r#",{{"id":{id},"part":0,"readings":["#).len()
+            + items.iter().map(String::len).sum::<usize>()
+            + (items.len() - 1)
+            + 2 * CLOSE.len();
+        if self.batches_in_body > 0 && self.body.len() + whole > self.max_bytes {
+            self.flush();
+        }
         let mut part = 0u32;
         let mut open = false;
-        for r in readings {
-            let item =
-                serde_json::to_string(&WireReading::from(r)).map_err(EnvelopeError::Malformed)?;
+        for item in items {
             loop {
                 let head = if open {
                     String::new()
@@ -304,6 +326,43 @@ mod tests {
                 rs.iter().map(WireReading::from).collect::<Vec<_>>(),
                 "{id}"
             );
+        }
+    }
+
+    /// The parts of `id` in `bodies`: (part, readings) in order.
+    fn parts_of(bodies: &[String], id: &str) -> Vec<(u32, Vec<WireReading>)> {
+        bodies
+            .iter()
+            .flat_map(|b| decode(b).unwrap().batches)
+            .filter(|p| p.id == id)
+            .map(|p| (p.part, p.readings))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_has_the_same_parts_alone_or_beside_other_batches() {
+        // A retried request keeps its batch id but is packed beside other requests: each of
+        // its part numbers must name the same readings either way.
+        let max = 2048;
+        for n in [3, 20, 49, 50, 51, 120, 400] {
+            let rs = readings(n);
+            let alone = parts_of(&pack("retried", &rs, max).unwrap(), "retried");
+            for before in 0..40 {
+                let mut packer = Packer::new(max);
+                if before > 0 {
+                    packer.add("other", &readings(before)).unwrap();
+                }
+                packer.add("retried", &rs).unwrap();
+                packer.add("after", &readings(7)).unwrap();
+                let bodies = packer.finish();
+                assert!(bodies.iter().all(|b| b.len() <= max));
+                assert_eq!(
+                    parts_of(&bodies, "retried"),
+                    alone,
+                    "{n} readings after {before} others"
+                );
+                assert_eq!(parts_of(&bodies, "after").len(), 1);
+            }
         }
     }
 

@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::DbConfig;
-use readings::envelope::{BatchPart, WireReading};
+use readings::envelope::{decode, pack, BatchPart, Packer, WireReading};
 use readings::query::Cursor;
 use readings::store::{recent_sql, ErrorKind, RecentQuery, Store, StoreError, TableKind};
-use readings::testing::{expected_kind, run_policy_jobs, TestDb};
+use readings::testing::{expected_kind, run_policy_jobs, sample_readings, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap()
@@ -636,5 +636,67 @@ async fn a_writer_racing_another_on_the_same_parts_waits_for_it_and_never_double
             ],
             "first commits: {first_commits}"
         );
+    }
+}
+
+/// A request retried with the same `Idempotency-Key` has the same batch id, and the
+/// long-running ingest host packs each try beside whatever other requests are waiting, so the
+/// first try and the retry share messages differently. Their parts must still hold the same
+/// readings under the same part numbers: a part already written from one try makes the
+/// writer skip that part of the other.
+#[tokio::test]
+async fn a_retry_packed_beside_other_requests_writes_each_reading_once() {
+    let retried = sample_readings("retried", 120);
+    let max = 2048;
+    // The first try shares its first message with another request's readings; the retry is
+    // packed alone (a quiet moment, or Lambda, which packs each request on its own).
+    let mut packer = Packer::new(max);
+    packer.add("other", &sample_readings("other", 9)).unwrap();
+    packer.add("retried", &retried).unwrap();
+    let first_try = packer.finish();
+    let retry = pack("retried", &retried, max).unwrap();
+    assert!(first_try.len() > 1 && retry.len() > 1);
+
+    let bodies = |tries: &[&[String]]| -> Vec<String> { tries.concat() };
+    // Every message of both tries, the first try's first or the retry's; or only the first
+    // message of the first try (the process died before sending the next), then the retry.
+    for (case, messages) in [
+        ("first try, then retry", bodies(&[&first_try, &retry])),
+        ("retry, then first try", bodies(&[&retry, &first_try])),
+        (
+            "first message only, then retry",
+            bodies(&[&first_try[..1], &retry]),
+        ),
+        (
+            "interleaved",
+            first_try
+                .iter()
+                .zip(retry.iter().rev())
+                .flat_map(|(a, b)| [b.clone(), a.clone()])
+                .chain(first_try.iter().skip(retry.len()).cloned())
+                .chain(retry.iter().rev().skip(first_try.len()).cloned())
+                .collect(),
+        ),
+    ] {
+        let db = TestDb::new().await;
+        for body in &messages {
+            let parts = decode(body).unwrap().batches;
+            db.store
+                .write(&parts.iter().collect::<Vec<_>>())
+                .await
+                .unwrap();
+        }
+        let rows: Vec<String> = db
+            .rows()
+            .await
+            .into_iter()
+            .map(|(_, location, _)| location)
+            .filter(|l| l.starts_with("retried-"))
+            .collect();
+        let mut want: Vec<String> = retried.iter().map(|r| r.location.clone()).collect();
+        want.sort();
+        let mut got = rows.clone();
+        got.sort();
+        assert_eq!(got, want, "{case}: each of the request's readings once");
     }
 }

@@ -102,7 +102,7 @@ impl Settings {
             writer_memory_mb,
             writer_batch_size,
             writer_batch_window_secs,
-            architecture: architecture(text),
+            architecture: architecture(text, &params),
         })
     }
 }
@@ -156,9 +156,11 @@ fn default_of(block: &[&str]) -> Option<String> {
         })
 }
 
-/// `Architectures: [arm64]` anywhere (the template sets it once, in `Globals.Function`).
-fn architecture(text: &str) -> Option<String> {
-    text.lines()
+/// `Architectures: [arm64]` anywhere (the template sets it once, in `Globals.Function`), or
+/// `[!Ref Name]`: then the parameter's Default.
+fn architecture(text: &str, params: &[&str]) -> Option<String> {
+    let value = text
+        .lines()
         .find_map(|l| l.trim().strip_prefix("Architectures:"))
         .map(|v| {
             v.split('#')
@@ -168,7 +170,11 @@ fn architecture(text: &str) -> Option<String> {
                 .trim_matches(|c| c == '[' || c == ']')
                 .trim()
                 .to_owned()
-        })
+        })?;
+    match value.strip_prefix("!Ref ") {
+        Some(name) => parameter_block(params, name.trim()).and_then(|b| default_of(&b)),
+        None => Some(value),
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +226,18 @@ Resources:
                 architecture: Some("arm64".into()),
             }
         );
+    }
+
+    #[test]
+    fn an_architecture_parameter_gives_its_default() {
+        let text = SAMPLE.replace("[arm64]", "[!Ref Architecture]").replace(
+            "Parameters:\n",
+            "Parameters:\n  Architecture:\n    Type: String\n    Default: x86_64\n",
+        );
+        let s = Settings::parse(&text, "t.yaml").unwrap();
+        assert_eq!(s.architecture.as_deref(), Some("x86_64"));
+        let s = Settings::parse(&SAMPLE.replace("[arm64]", "[!Ref Other]"), "t.yaml").unwrap();
+        assert_eq!(s.architecture, None);
     }
 
     #[test]

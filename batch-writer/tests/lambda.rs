@@ -1,7 +1,10 @@
 //! The real batch-writer binary under a stand-in Lambda Runtime API: SQS events in, batch
 //! item failures out.
+//!
+//! The binary is cargo's, or with `BOOTSTRAP_DIR` set the `bootstrap` that `sam build` made
+//! (`readings::testing::function_binary`; scripts/test runs these tests both ways).
 
-use readings::testing::{event, FakeLambdaRuntime, TestDb};
+use readings::testing::{event, function_binary, FakeLambdaRuntime, TestDb};
 use serde_json::json;
 
 #[tokio::test]
@@ -14,7 +17,7 @@ async fn binary_reports_batch_item_failures_under_lambda() {
     sqs["Records"].as_array_mut().unwrap().push(poison);
 
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_batch-writer"),
+        &function_binary(env!("CARGO_BIN_EXE_batch-writer")),
         &[("DATABASE_URL", &db.config.url)],
         vec![sqs],
     )

@@ -1,7 +1,7 @@
 //! The batch-writer binary under Lambda takes its database connection from the Secrets
 //! Manager secret `DATABASE_SECRET_ARN` names (moto), read at cold start.
 
-use readings::testing::{event, FakeLambdaRuntime, TestDb};
+use readings::testing::{event, function_binary, FakeLambdaRuntime, TestDb};
 use serde_json::json;
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn binary_connects_with_the_secret_under_lambda() {
         .expect("secret arn");
 
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_batch-writer"),
+        &function_binary(env!("CARGO_BIN_EXE_batch-writer")),
         &[
             ("DATABASE_SECRET_ARN", &arn),
             // The secret wins over a DATABASE_URL that leads nowhere.

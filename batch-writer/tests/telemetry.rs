@@ -4,7 +4,7 @@
 
 use readings::envelope::pack;
 use readings::testing::{
-    emf_documents, event, sample_readings, FakeLambdaRuntime, TestDb, TestQueue,
+    emf_documents, event, function_binary, sample_readings, FakeLambdaRuntime, TestDb, TestQueue,
 };
 use serde_json::{json, Value};
 
@@ -42,7 +42,7 @@ async fn emf_metrics_and_json_logs_under_lambda() {
     ];
 
     let (answers, output) = FakeLambdaRuntime::invoke_with_output(
-        env!("CARGO_BIN_EXE_batch-writer"),
+        &function_binary(env!("CARGO_BIN_EXE_batch-writer")),
         &[
             ("DATABASE_URL", &db.config.url),
             ("DLQ_URL", &q.dlq_url),

@@ -1,8 +1,11 @@
 //! The real ingest-api binary under a stand-in Lambda Runtime API: the same router answers
 //! API Gateway events.
+//!
+//! The binary is cargo's, or with `BOOTSTRAP_DIR` set the `bootstrap` that `sam build` made
+//! (`readings::testing::function_binary`; scripts/test runs these tests both ways).
 
 use readings::auth::Scope;
-use readings::testing::{event_with_key, FakeLambdaRuntime, TestDb, TestQueue};
+use readings::testing::{event_with_key, function_binary, FakeLambdaRuntime, TestDb, TestQueue};
 use serde_json::Value;
 
 #[tokio::test]
@@ -14,7 +17,7 @@ async fn binary_answers_api_gateway_events_under_lambda() {
     let mut bad = good.clone();
     bad["body"] = Value::String("{\"location\":\"\",\"temperature\":1}".into());
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_ingest-api"),
+        &function_binary(env!("CARGO_BIN_EXE_ingest-api")),
         &[("QUEUE_URL", q.url()), ("DATABASE_URL", &db.config.url)],
         vec![good, bad],
     )
@@ -49,7 +52,7 @@ async fn binary_answers_rest_alb_and_function_url_events_under_lambda() {
         ("ingest-post-function-url.json", "http"),
     ];
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_ingest-api"),
+        &function_binary(env!("CARGO_BIN_EXE_ingest-api")),
         &[
             ("QUEUE_URL", q.url()),
             ("DATABASE_URL", &db.config.url),
@@ -78,7 +81,7 @@ async fn binary_answers_the_tutorials_event_under_lambda() {
     // lambda_http puts the REST event's stage (`prod`) in front of its path, and the host
     // takes it off again.
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_ingest-api"),
+        &function_binary(env!("CARGO_BIN_EXE_ingest-api")),
         &[("QUEUE_URL", q.url()), ("DATABASE_URL", &db.config.url)],
         vec![
             event("tutorial-post.json"),

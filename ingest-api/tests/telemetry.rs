@@ -3,7 +3,9 @@
 //! never the body or the API key.
 
 use readings::auth::Scope;
-use readings::testing::{emf_documents, event_with_key, FakeLambdaRuntime, TestDb, TestQueue};
+use readings::testing::{
+    emf_documents, event_with_key, function_binary, FakeLambdaRuntime, TestDb, TestQueue,
+};
 use serde_json::{json, Value};
 
 /// A location no output line may contain.
@@ -26,7 +28,7 @@ async fn emf_metrics_and_json_logs_under_lambda() {
         .collect();
     let invalid = json!([{"location": SECRET, "temperature": 1}, {"location": SECRET, "temperature": "warm"}]);
     let (answers, output) = FakeLambdaRuntime::invoke_with_output(
-        env!("CARGO_BIN_EXE_ingest-api"),
+        &function_binary(env!("CARGO_BIN_EXE_ingest-api")),
         &[
             ("QUEUE_URL", q.url()),
             ("DATABASE_URL", &db.config.url),
@@ -111,7 +113,7 @@ async fn metrics_off_prints_no_emf() {
     let db = TestDb::new().await;
     let key = db.api_key(&[Scope::Ingest]).await;
     let (answers, output) = FakeLambdaRuntime::invoke_with_output(
-        env!("CARGO_BIN_EXE_ingest-api"),
+        &function_binary(env!("CARGO_BIN_EXE_ingest-api")),
         &[
             ("QUEUE_URL", q.url()),
             ("DATABASE_URL", &db.config.url),

@@ -1,7 +1,10 @@
 //! The real query-api binary under a stand-in Lambda Runtime API.
+//!
+//! The binary is cargo's, or with `BOOTSTRAP_DIR` set the `bootstrap` that `sam build` made
+//! (`readings::testing::function_binary`; scripts/test runs these tests both ways).
 
 use readings::auth::Scope;
-use readings::testing::{event_with_key, FakeLambdaRuntime, TestDb};
+use readings::testing::{event_with_key, function_binary, FakeLambdaRuntime, TestDb};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -10,7 +13,7 @@ async fn binary_answers_api_gateway_events_under_lambda() {
     db.insert(&[(1_678_925_592_000_000, "bedroom", 66.0)]).await;
     let key = db.api_key(&[Scope::Query]).await;
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_query-api"),
+        &function_binary(env!("CARGO_BIN_EXE_query-api")),
         &[("DATABASE_URL", &db.config.url)],
         vec![
             event_with_key("query-get.json", &key),
@@ -41,7 +44,7 @@ async fn the_binary_logs_its_table_kind_at_start_and_timescaledb_require_is_enfo
     use tokio::io::AsyncBufReadExt;
     let db = TestDb::new().await;
     let key = db.api_key(&[Scope::Query]).await;
-    let binary = env!("CARGO_BIN_EXE_query-api");
+    let binary = &function_binary(env!("CARGO_BIN_EXE_query-api"));
     let (answers, output) = FakeLambdaRuntime::invoke_with_output(
         binary,
         &[("DATABASE_URL", &db.config.url)],
@@ -126,7 +129,7 @@ async fn binary_answers_rest_alb_and_function_url_events_under_lambda() {
         ("query-get-function-url.json", "http"),
     ];
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_query-api"),
+        &function_binary(env!("CARGO_BIN_EXE_query-api")),
         &[("DATABASE_URL", &db.config.url), IGNORE_STAGE],
         samples.iter().map(|s| event_with_key(s.0, &key)).collect(),
     )
@@ -154,7 +157,7 @@ async fn binary_answers_the_tutorials_event_under_lambda() {
     // lambda_http puts the REST event's stage (`prod`) in front of its path, and the host
     // takes it off again.
     let answers = FakeLambdaRuntime::invoke(
-        env!("CARGO_BIN_EXE_query-api"),
+        &function_binary(env!("CARGO_BIN_EXE_query-api")),
         &[("DATABASE_URL", &db.config.url)],
         vec![
             event("tutorial-get.json"),

@@ -597,6 +597,40 @@ impl TestQueue {
             .sum()
     }
 }
+/// The SAM function (`template.yaml`) that deploys each function binary.
+pub const SAM_FUNCTIONS: [(&str, &str); 3] = [
+    ("ingest-api", "IngestFunction"),
+    ("query-api", "QueryFunction"),
+    ("batch-writer", "WriterFunction"),
+];
+
+/// The function binary a test runs under [`FakeLambdaRuntime`]: `built`, the one cargo built
+/// for the test (`env!("CARGO_BIN_EXE_<name>")`), unless `BOOTSTRAP_DIR` is set; then the
+/// deploy artifact that `sam build` made for it, `$BOOTSTRAP_DIR/<Function>/bootstrap`
+/// (`scripts/test` runs the Lambda tests a second time that way after `scripts/package`).
+/// Panics when `BOOTSTRAP_DIR` is set and the artifact is missing, rather than quietly test
+/// the other binary.
+pub fn function_binary(built: &str) -> String {
+    let Some(dir) = std::env::var_os("BOOTSTRAP_DIR").filter(|d| !d.is_empty()) else {
+        return built.to_owned();
+    };
+    let name = std::path::Path::new(built)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let function = SAM_FUNCTIONS
+        .iter()
+        .find(|(bin, _)| *bin == name)
+        .unwrap_or_else(|| panic!("no SAM function deploys the binary {name:?}"))
+        .1;
+    let bootstrap = std::path::Path::new(&dir).join(function).join("bootstrap");
+    assert!(
+        bootstrap.is_file(),
+        "BOOTSTRAP_DIR is set, but {} is missing (run scripts/package)",
+        bootstrap.display()
+    );
+    bootstrap.to_string_lossy().into_owned()
+}
 
 /// A stand-in for the Lambda Runtime API (the endpoint `AWS_LAMBDA_RUNTIME_API` names): it
 /// hands out the given events one by one and collects what the function answers, so a test

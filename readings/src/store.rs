@@ -955,20 +955,25 @@ impl Store {
         let client = self.pool.get().await?;
         let window = match schema.kind {
             TableKind::Plain => None,
-            TableKind::Hypertable => client
-                .query_opt(
-                    &format!(
+            TableKind::Hypertable => {
+                // Prepared once per connection: planning it over every chunk on each
+                // request would cost more than running it.
+                let newest = client
+                    .prepare_cached(&format!(
                         "SELECT time FROM sensor_data WHERE TRUE{skip} ORDER BY time DESC LIMIT 1"
-                    ),
-                    &[],
-                )
-                .await
-                .ctx("reading the newest reading's time")?
-                .map(|row| row.get::<_, DateTime<Utc>>(0))
-                .map(|newest| {
-                    let hour = newest.timestamp().div_euclid(3600) * 3600;
-                    DateTime::from_timestamp(hour - 3600, 0).unwrap_or(newest)
-                }),
+                    ))
+                    .await
+                    .ctx("preparing the newest reading's time")?;
+                client
+                    .query_opt(&newest, &[])
+                    .await
+                    .ctx("reading the newest reading's time")?
+                    .map(|row| row.get::<_, DateTime<Utc>>(0))
+                    .map(|newest| {
+                        let hour = newest.timestamp().div_euclid(3600) * 3600;
+                        DateTime::from_timestamp(hour - 3600, 0).unwrap_or(newest)
+                    })
+            }
         };
         let Some(window) = window else {
             let found = probe_latest(&client, locations, None, &skip).await?;

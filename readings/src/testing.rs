@@ -61,6 +61,9 @@ pub async fn run_policy_jobs(client: &tokio_postgres::Client) -> Vec<(String, St
 
 /// Has TimescaleDB's background scheduler run every policy job now (`alter_job(...,
 /// next_start => now())`) and waits, up to a minute, for each to finish a run after that.
+/// A run counts as finished once `last_run_duration` is set (its finish is after its start):
+/// `job_status` is not enough, since it says `Running` only while the worker's backend is
+/// active in `pg_stat_activity`, and `last_run_status` is NULL between a run's start and end.
 /// Returns `(proc_name, last_run_status)` from `timescaledb_information.job_stats` by name,
 /// with the error from `job_errors` for a failed run. Needs a server with background
 /// workers to spare: a cluster of the test's own, not the shared one where every test
@@ -80,7 +83,7 @@ pub async fn background_job_runs(client: &tokio_postgres::Client) -> Vec<(String
         let outcome = loop {
             let row = client
                 .query_one(
-                    "SELECT s.last_run_started_at >= $2 AND s.job_status <> 'Running',
+                    "SELECT s.last_run_started_at >= $2 AND s.last_run_duration IS NOT NULL,
                             s.last_run_status::text,
                             (SELECT e.err_message FROM timescaledb_information.job_errors e
                              WHERE e.job_id = $1 AND e.start_time >= $2

@@ -12,6 +12,9 @@ pub struct Reading {
     pub temperature: f64,
     /// RFC 3339 with microseconds: the reading's send time.
     pub time: String,
+    /// The same time in epoch microseconds (not sent).
+    #[serde(skip)]
+    pub micros: i64,
 }
 
 struct Sensor {
@@ -96,6 +99,7 @@ impl Fleet {
                     location: s.location.clone(),
                     temperature: (s.temperature * 100.0).round() / 100.0,
                     time: time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    micros: time.timestamp_micros(),
                 }
             })
             .collect()

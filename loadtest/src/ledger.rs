@@ -101,6 +101,7 @@ mod tests {
             location: l.into(),
             temperature: 1.0,
             time: t.into(),
+            micros: 0,
         };
         let two = [
             r("lt-a-0", "2026-01-01T00:00:00.000001Z"),

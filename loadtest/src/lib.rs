@@ -82,6 +82,7 @@ pub async fn run(args: Args) -> Result<Verdict> {
         invalid_share: args.invalid_share,
         retry_for: args.retry_for,
         ledger: ledger.clone(),
+        expected: monitor.as_ref().map(verify::Monitor::expected),
     };
     let run = runner::run(
         schedule,

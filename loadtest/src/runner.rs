@@ -15,6 +15,7 @@ use crate::ledger::Ledger;
 use crate::schedule::{Kind, Schedule};
 use crate::stats::{lock, Completion, Op, Outcome, Stats};
 use crate::target::{self, Target};
+use crate::verify::Expected;
 
 /// When the first this-many answers are all transport errors, the run stops: the target is
 /// down, and thousands of identical errors would tell nothing more.
@@ -39,6 +40,8 @@ pub struct Sending {
     pub retry_for: Option<Duration>,
     /// Where every reading's outcome goes.
     pub ledger: Option<Arc<Ledger>>,
+    /// Where --verify learns which readings to expect, as requests are sent and answered.
+    pub expected: Option<Arc<Expected>>,
 }
 
 pub struct Run {
@@ -101,6 +104,12 @@ pub async fn run(
         }
         let count = readings.len() as u32;
         lock(&stats).sent(op, count);
+        let spread = match &sending.expected {
+            Some(expected) if op == Op::Ingest => {
+                Some(expected.sending(readings.iter().map(|r| r.micros)))
+            }
+            _ => None,
+        };
         let target = target.clone();
         let stats = stats.clone();
         let sending = sending.clone();
@@ -111,6 +120,9 @@ pub async fn run(
             };
             if let Some(ledger) = &sending.ledger {
                 ledger.record(&readings, &outcome);
+            }
+            if let (Some(expected), Some(spread)) = (&sending.expected, &spread) {
+                expected.answered(spread, outcome.is_success());
             }
             let now = Instant::now();
             let completion = Completion {

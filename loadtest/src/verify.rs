@@ -1,10 +1,21 @@
 //! --verify: counts this run's rows in `sensor_data` while the run goes and after it, then
 //! reports readings lost, duplicated, and the ingest-to-queryable lag.
 //!
-//! Cheap by design: each poll is one `count(*)` over the run's locations (the
-//! `(location, time DESC)` index answers it). The lag of the k-th accepted reading in send
-//! order is the time of the first poll that counted k rows or more, minus its send time.
+//! Cheap by design, so that measuring does not take the database's CPU from the pipeline
+//! it measures: each poll counts only the run's rows that may still change. Rows are
+//! grouped in [`BUCKET_US`] buckets of their time (a reading's time is when it was sent);
+//! a bucket is settled once every request with readings in it has been answered and the
+//! table holds at least the readings accepted for it, and from then on its count is taken
+//! as final, so a poll reads only the buckets from the oldest unsettled one on (the
+//! `(location, time DESC)` index answers it). Without that, each poll would count every
+//! row of the run again: at 100,000 readings/s, a full core of the database by the end of
+//! a 30 s run. The lag of the k-th accepted reading in send order is the time of the first
+//! poll that counted k rows or more, minus its send time. Rows landing in a settled bucket
+//! later (only ones never acknowledged can) are not seen by the polls, which can only make
+//! lags longer; the count at the end covers every row.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -21,6 +32,101 @@ use crate::stats::ms;
 
 /// How often the database is counted: the lag's resolution.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// The width of a bucket of reading times, µs.
+pub const BUCKET_US: i64 = 100_000;
+
+/// A bucket is settled only once its end is this far behind a poll's start: a request's
+/// readings are taken (timestamped) a few microseconds before the request is counted in
+/// flight, so a younger bucket may still get readings the poll does not know of.
+const SETTLE_AFTER_US: i64 = 250_000;
+
+/// Requests in flight and readings accepted, per bucket of reading time: what a poll needs
+/// to know which buckets can no longer change. The runner reports each ingest request
+/// when it is sent ([`Expected::sending`]) and when it is answered ([`Expected::answered`]).
+#[derive(Debug, Default)]
+pub struct Expected {
+    buckets: Mutex<BTreeMap<i64, Bucket>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Bucket {
+    in_flight: u32,
+    accepted: u64,
+}
+
+/// The buckets one request's readings fall in, with how many readings in each.
+pub type Spread = Vec<(i64, u32)>;
+
+impl Expected {
+    /// Counts a request with readings at `micros` (epoch µs) as in flight.
+    pub fn sending(&self, micros: impl IntoIterator<Item = i64>) -> Spread {
+        let mut spread: Spread = Vec::new();
+        for t in micros {
+            let b = t.div_euclid(BUCKET_US);
+            match spread.iter_mut().find(|(x, _)| *x == b) {
+                Some((_, n)) => *n += 1,
+                None => spread.push((b, 1)),
+            }
+        }
+        let mut buckets = self.lock();
+        for (b, _) in &spread {
+            buckets.entry(*b).or_default().in_flight += 1;
+        }
+        spread
+    }
+
+    /// The request of `spread` was answered; its readings count as expected in the table
+    /// when it was `accepted`.
+    pub fn answered(&self, spread: &Spread, accepted: bool) {
+        let mut buckets = self.lock();
+        for (b, n) in spread {
+            let bucket = buckets.entry(*b).or_default();
+            bucket.in_flight = bucket.in_flight.saturating_sub(1);
+            if accepted {
+                bucket.accepted += u64::from(*n);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Which rows a poll still counts: those from bucket `from` on; `settled` rows before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frontier {
+    from: i64,
+    settled: u64,
+}
+
+impl Frontier {
+    fn new(since: DateTime<Utc>) -> Frontier {
+        Frontier {
+            from: since.timestamp_micros().div_euclid(BUCKET_US),
+            settled: 0,
+        }
+    }
+
+    /// The run's rows at this poll, from `counted` (rows per bucket from `self.from` on);
+    /// then moves past every bucket, oldest first, that `expected` says cannot change any
+    /// more and whose end is [`SETTLE_AFTER_US`] before `at` (the poll's start, epoch µs).
+    fn advance(&mut self, counted: &BTreeMap<i64, u64>, expected: &Expected, at: i64) -> u64 {
+        let total = self.settled + counted.values().sum::<u64>();
+        let buckets = expected.lock();
+        while (self.from + 1) * BUCKET_US + SETTLE_AFTER_US <= at {
+            let bucket = buckets.get(&self.from).copied().unwrap_or_default();
+            let rows = counted.get(&self.from).copied().unwrap_or(0);
+            if bucket.in_flight > 0 || rows < bucket.accepted {
+                break;
+            }
+            self.settled += rows;
+            self.from += 1;
+        }
+        total
+    }
+}
 
 /// What --verify found.
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +179,7 @@ pub struct Monitor {
     /// The run's start, in epoch µs: second 0 of the lag timeline.
     started_us: i64,
     target: watch::Sender<Option<(u64, Instant)>>,
+    expected: Arc<Expected>,
     task: JoinHandle<Result<Vec<(i64, u64)>>>,
 }
 
@@ -89,6 +196,7 @@ impl Monitor {
         let started_us = since.timestamp_micros();
         let since = since - TimeDelta::seconds(1);
         let (target, watch_target) = watch::channel(None::<(u64, Instant)>);
+        let expected = Arc::new(Expected::default());
         let task = tokio::spawn(poll(
             first,
             url.to_owned(),
@@ -96,6 +204,7 @@ impl Monitor {
             since,
             patience,
             watch_target,
+            expected.clone(),
         ));
         Ok(Monitor {
             url: url.to_owned(),
@@ -103,8 +212,15 @@ impl Monitor {
             since,
             started_us,
             target,
+            expected,
             task,
         })
+    }
+
+    /// Where the runner reports each ingest request as it is sent and answered, so that
+    /// polls count only what can still change.
+    pub fn expected(&self) -> Arc<Expected> {
+        self.expected.clone()
     }
 
     /// Waits (at most `timeout`) for the `expected` accepted readings, then counts.
@@ -170,8 +286,10 @@ async fn poll(
     since: DateTime<Utc>,
     patience: Duration,
     mut target: watch::Receiver<Option<(u64, Instant)>>,
+    expected: Arc<Expected>,
 ) -> Result<Vec<(i64, u64)>> {
     let mut client = Some(first);
+    let mut frontier = Frontier::new(since);
     let mut polls = Vec::new();
     let mut failing_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(POLL_EVERY);
@@ -182,18 +300,25 @@ async fn poll(
         // The count's snapshot is taken when the statement starts: that is when it saw.
         let mut at = Utc::now();
         let counted = match &client {
-            Some(c) => count(c, &locations, since).await,
+            Some(c) => count(c, &locations, frontier.from, at.timestamp_micros()).await,
             None => match connect(&url).await {
                 Ok(c) => {
                     at = Utc::now();
-                    count(client.insert(c), &locations, since).await
+                    count(
+                        client.insert(c),
+                        &locations,
+                        frontier.from,
+                        at.timestamp_micros(),
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             },
         };
         let seen = match counted {
-            Ok(n) => {
+            Ok(buckets) => {
                 failing_since = None;
+                let n = frontier.advance(&buckets, &expected, at.timestamp_micros());
                 polls.push((at.timestamp_micros(), n));
                 Some(n)
             }
@@ -236,17 +361,37 @@ fn missing_table(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNDEFINED_TABLE)
 }
 
-/// This run's rows so far (0 while the table does not exist yet).
-async fn count(client: &Client, locations: &[String], since: DateTime<Utc>) -> Result<u64> {
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM sensor_data WHERE location = ANY($1) AND time >= $2",
-            &[&locations, &since],
+/// This run's rows so far from bucket `from` on, per bucket (none while the table does
+/// not exist yet), for a poll starting at `at` (epoch µs). Only buckets old enough to
+/// settle are told apart; the last entry holds every younger row.
+async fn count(
+    client: &Client,
+    locations: &[String],
+    from: i64,
+    at: i64,
+) -> Result<BTreeMap<i64, u64>> {
+    let time = |bucket: i64| {
+        DateTime::from_timestamp_micros(bucket * BUCKET_US)
+            .context("--verify: a bucket out of the time range")
+    };
+    // Starts of the buckets after `from`, up to the first too young to settle: row i of
+    // the answer (width_bucket's index) is bucket from + i.
+    let last = ((at - SETTLE_AFTER_US).div_euclid(BUCKET_US)).max(from);
+    let bounds = ((from + 1)..=last).map(time).collect::<Result<Vec<_>>>()?;
+    let rows = client
+        .query(
+            "SELECT width_bucket(time, $3::timestamptz[])::int8, count(*)
+             FROM sensor_data WHERE location = ANY($1) AND time >= $2
+             GROUP BY 1",
+            &[&locations, &time(from)?, &bounds],
         )
         .await;
-    match row {
-        Ok(r) => Ok(r.get::<_, i64>(0) as u64),
-        Err(e) if missing_table(&e) => Ok(0),
+    match rows {
+        Ok(rows) => Ok(rows
+            .iter()
+            .map(|r| (from + r.get::<_, i64>(0), r.get::<_, i64>(1) as u64))
+            .collect()),
+        Err(e) if missing_table(&e) => Ok(BTreeMap::new()),
         Err(e) => Err(e).context("--verify: counting this run's rows in sensor_data"),
     }
 }
@@ -345,6 +490,56 @@ mod tests {
         assert!((t[0].p99_ms - 500.0).abs() < 1.0, "{t:?}");
         assert_eq!((t[1].second, t[1].readings), (1, 1));
         assert!((t[1].max_ms - 1000.0).abs() < 2.0, "{t:?}");
+    }
+
+    #[test]
+    fn polls_count_only_buckets_that_can_still_change() {
+        let expected = Expected::default();
+        // Bucket 10: one request of 2 readings, answered 202; bucket 11: one of 3, still in
+        // flight; a request spread over buckets 12 and 13, refused.
+        let a = expected.sending([10 * BUCKET_US, 10 * BUCKET_US + 5]);
+        let b = expected.sending([11 * BUCKET_US; 3]);
+        let c = expected.sending([13 * BUCKET_US - 1, 13 * BUCKET_US]);
+        assert_eq!(c, vec![(12, 1), (13, 1)]);
+        expected.answered(&a, true);
+        expected.answered(&c, false);
+        let mut f = Frontier {
+            from: 10,
+            settled: 0,
+        };
+        let late = 20 * BUCKET_US + SETTLE_AFTER_US;
+        // Bucket 10 not all in the table yet: nothing settles.
+        let counted = BTreeMap::from([(10, 1), (11, 3)]);
+        assert_eq!(f.advance(&counted, &expected, late), 4);
+        assert_eq!((f.from, f.settled), (10, 0));
+        // Bucket 10 complete: it settles; 11 has a request in flight and stops the frontier.
+        let counted = BTreeMap::from([(10, 2), (11, 3)]);
+        assert_eq!(f.advance(&counted, &expected, late), 5);
+        assert_eq!((f.from, f.settled), (11, 2));
+        // Answered: 11 settles, 12 and 13 (nothing accepted) too, and the empty buckets
+        // after them, up to the ones too young to be sure of.
+        expected.answered(&b, true);
+        let counted = BTreeMap::from([(11, 3)]);
+        assert_eq!(f.advance(&counted, &expected, late), 5);
+        assert_eq!((f.from, f.settled), (20, 5));
+        // The next poll counts from bucket 20 on and still sees all five.
+        assert_eq!(f.advance(&BTreeMap::new(), &expected, late), 5);
+    }
+
+    #[test]
+    fn a_bucket_younger_than_the_settling_margin_stays_counted() {
+        let expected = Expected::default();
+        let mut f = Frontier {
+            from: 10,
+            settled: 0,
+        };
+        let counted = BTreeMap::from([(10, 7)]);
+        // Bucket 10 ends at 11 * BUCKET_US: not yet SETTLE_AFTER_US behind the poll.
+        let at = 11 * BUCKET_US + SETTLE_AFTER_US - 1;
+        assert_eq!(f.advance(&counted, &expected, at), 7);
+        assert_eq!(f.from, 10);
+        assert_eq!(f.advance(&counted, &expected, at + 1), 7);
+        assert_eq!((f.from, f.settled), (11, 7));
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Writer {
             dlq_sent,
             failed = tally.retry.len(),
             copy_ms = report.copy_time.as_secs_f64() * 1000.0,
-            duration_ms = started.elapsed().as_millis() as u64,
+            duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             "batch handled"
         );
         let mut m = metrics::Record::new();

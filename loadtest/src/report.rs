@@ -312,7 +312,7 @@ impl Summary {
             );
             let _ = writeln!(
                 out,
-                "  lag         p50 {}  p99 {}  max {} (ingest to queryable, polled every {} ms)",
+                "  lag         p50 {}  p99 {}  max {} (ingest to queryable, polled every {} ms or more)",
                 show_ms(v.lag_ms.p50),
                 show_ms(v.lag_ms.p99),
                 show_ms(v.lag_ms.max),

@@ -276,7 +276,8 @@ impl Monitor {
     }
 }
 
-/// Counts every `POLL_EVERY` until a target is set and reached, or its deadline passes.
+/// Counts every `POLL_EVERY` (or four times as long as the last count took, when that is
+/// longer) until a target is set and reached, or its deadline passes.
 /// A failed poll is skipped (reconnecting when the connection broke); polls failing for
 /// longer than `patience` in a row fail.
 async fn poll(
@@ -292,11 +293,10 @@ async fn poll(
     let mut frontier = Frontier::new(since);
     let mut polls = Vec::new();
     let mut failing_since: Option<Instant> = None;
-    let mut tick = tokio::time::interval(POLL_EVERY);
-    // A slow count delays the next one instead of bunching them up.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
+        tokio::time::sleep_until(next).await;
+        let began = tokio::time::Instant::now();
         // The count's snapshot is taken when the statement starts: that is when it saw.
         let mut at = Utc::now();
         let counted = match &client {
@@ -315,6 +315,10 @@ async fn poll(
                 Err(e) => Err(e),
             },
         };
+        // A slow count (the pipeline far behind, so many rows still to count) spaces out
+        // the next ones: counting takes at most a quarter of one of the database's cores
+        // from the pipeline it measures.
+        next = began + POLL_EVERY.max(began.elapsed() * 4);
         let seen = match counted {
             Ok(buckets) => {
                 failing_since = None;
@@ -354,6 +358,11 @@ async fn connect(url: &str) -> Result<Client> {
         .await
         .context("--verify: connecting to the database")?;
     tokio::spawn(connection);
+    // Counting in parallel workers would take the second core from the pipeline.
+    client
+        .batch_execute("SET max_parallel_workers_per_gather = 0")
+        .await
+        .context("--verify: setting up the session")?;
     Ok(client)
 }
 

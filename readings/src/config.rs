@@ -459,9 +459,13 @@ impl HttpConfig {
 /// The batch-writer's local polling host: what Lambda's event source mapping does in AWS.
 #[derive(Debug, Clone)]
 pub struct PollerConfig {
-    /// `WRITER_BATCH_SIZE`: most messages handed to one handler call (Lambda allows 10,000).
+    /// `WRITER_BATCH_SIZE`: most messages handed to one handler call (Lambda allows
+    /// 10,000). The default, 10, is one ReceiveMessage call: with the long-running ingest
+    /// host's coalesced messages that is up to some 10,000 readings, one COPY of about
+    /// 100 ms, so readings wait little for the batch in front of them.
     pub batch_size: usize,
-    /// `WRITER_BATCH_WINDOW_MS`: how long to keep gathering messages for a batch.
+    /// `WRITER_BATCH_WINDOW_MS`: how long to keep gathering messages for a batch
+    /// (default 50).
     pub batch_window: Duration,
     /// `WRITER_WAIT_SECS`: SQS long-poll wait (0..=20).
     pub wait: Duration,
@@ -483,8 +487,8 @@ impl PollerConfig {
             });
         }
         Ok(PollerConfig {
-            batch_size: positive("WRITER_BATCH_SIZE", env_or("WRITER_BATCH_SIZE", 100usize)?)?,
-            batch_window: Duration::from_millis(env_or("WRITER_BATCH_WINDOW_MS", 200u64)?),
+            batch_size: positive("WRITER_BATCH_SIZE", env_or("WRITER_BATCH_SIZE", 10usize)?)?,
+            batch_window: Duration::from_millis(env_or("WRITER_BATCH_WINDOW_MS", 50u64)?),
             wait: Duration::from_secs(wait),
             visibility_timeout: Duration::from_secs(positive(
                 "WRITER_VISIBILITY_TIMEOUT_SECS",

@@ -1,4 +1,6 @@
-//! Query parameters of `GET /sensor`, checked, and the tutorial's response shape.
+//! Query parameters of `GET /sensor`, checked, and the tutorial's response shape; the
+//! questions the store answers ([`RecentQuery`], [`StatsQuery`]) are defined here, and the
+//! store uses them.
 
 use std::collections::HashSet;
 
@@ -6,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::reading::{check_location, parse_time_str, Reading};
-use crate::store::RecentQuery;
 
 /// Most rows one request may ask for.
 pub const MAX_LIMIT: i64 = 1000;
@@ -125,6 +126,32 @@ pub enum Format {
     #[default]
     Json,
     Csv,
+}
+
+/// Filters for the newest-readings query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentQuery {
+    pub location: Option<String>,
+    /// Inclusive lower bound.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub until: Option<DateTime<Utc>>,
+    /// Only rows after this one in (time, location) descending order: the next page.
+    pub after: Option<Cursor>,
+    /// How many rows, 1 to [`MAX_LIMIT`] (values outside are clamped).
+    pub limit: i64,
+}
+
+impl Default for RecentQuery {
+    fn default() -> Self {
+        RecentQuery {
+            location: None,
+            since: None,
+            until: None,
+            after: None,
+            limit: 5,
+        }
+    }
 }
 
 /// `GET /sensor`.
@@ -260,6 +287,15 @@ impl Bucket {
 
 /// Most buckets one `/sensor/stats` request may span.
 pub const MAX_BUCKETS: i64 = 1000;
+
+/// A `/sensor/stats` question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsQuery {
+    pub bucket_secs: i64,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub location: Option<String>,
+}
 
 /// `GET /sensor/stats`.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,6 +14,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::{DbConfig, LifecycleConfig, TimescaleMode};
 use crate::envelope::{BatchPart, EnvelopeError};
+use crate::query::{RecentQuery, StatsQuery, MAX_LIMIT};
 use crate::reading::Reading;
 
 /// Key of the advisory lock that serialises schema setup across processes.
@@ -298,32 +299,6 @@ fn stored_key(row: &tokio_postgres::Row) -> StoredKey {
         key_hash: row.get(3),
         created_at: row.get(4),
         revoked_at: row.get(5),
-    }
-}
-
-/// Filters for the newest-readings query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecentQuery {
-    pub location: Option<String>,
-    /// Inclusive lower bound.
-    pub since: Option<DateTime<Utc>>,
-    /// Exclusive upper bound.
-    pub until: Option<DateTime<Utc>>,
-    /// Only rows after this one in (time, location) descending order: the next page.
-    pub after: Option<crate::query::Cursor>,
-    /// How many rows, 1 to [`crate::query::MAX_LIMIT`] (values outside are clamped).
-    pub limit: i64,
-}
-
-impl Default for RecentQuery {
-    fn default() -> Self {
-        RecentQuery {
-            location: None,
-            since: None,
-            until: None,
-            after: None,
-            limit: 5,
-        }
     }
 }
 
@@ -1098,7 +1073,7 @@ pub fn recent_sql(q: &RecentQuery, nullable: bool) -> String {
 }
 
 fn recent_statement(q: &RecentQuery, nullable: bool) -> (String, Vec<&(dyn ToSql + Sync)>) {
-    let limit = q.limit.clamp(1, crate::query::MAX_LIMIT);
+    let limit = q.limit.clamp(1, MAX_LIMIT);
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     let mut clauses = Vec::new();
     if nullable {
@@ -1315,15 +1290,6 @@ fn whole_buckets(q: &StatsQuery) -> (DateTime<Utc>, DateTime<Utc>) {
         DateTime::from_timestamp(start, 0).unwrap_or(q.since),
         DateTime::from_timestamp(end, 0).unwrap_or(q.until),
     )
-}
-
-/// A `/sensor/stats` question.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatsQuery {
-    pub bucket_secs: i64,
-    pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
-    pub location: Option<String>,
 }
 
 /// One bucket's aggregates.

@@ -3,8 +3,8 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::DbConfig;
 use readings::envelope::{decode, pack, BatchPart, Packer, WireReading};
-use readings::query::Cursor;
-use readings::store::{recent_sql, ErrorKind, RecentQuery, Store, StoreError, TableKind};
+use readings::query::{Cursor, RecentQuery};
+use readings::store::{recent_sql, ErrorKind, Store, StoreError, TableKind};
 use readings::testing::{expected_kind, run_policy_jobs, sample_readings, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -333,7 +333,7 @@ async fn retention_deletes_only_expired_readings() {
 
 #[tokio::test]
 async fn stats_buckets_start_where_time_bucket_starts_them() {
-    use readings::store::StatsQuery;
+    use readings::query::StatsQuery;
     let db = TestDb::new().await;
     assert_eq!(db.store.ensure_schema().await.unwrap(), expected_kind());
     let c = db.client().await;

@@ -7,8 +7,8 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::{DbConfig, LifecycleConfig, TimescaleMode};
 use readings::envelope::{BatchPart, WireReading};
-use readings::query::Cursor;
-use readings::store::{RecentQuery, StatsQuery, Store, StoreError, TableKind};
+use readings::query::{Cursor, RecentQuery, StatsQuery};
+use readings::store::{Store, StoreError, TableKind};
 use readings::testing::{
     background_job_runs, expected_kind, run_policy_jobs, PrivateCluster, TestDb,
 };

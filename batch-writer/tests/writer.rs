@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use batch_writer::poller::Poller;
 use readings::config::PollerConfig;
-use readings::envelope::pack;
+use readings::model::envelope::pack;
 use readings::testing::{sample_readings, sqs_message, TestDb, TestQueue};
 use readings::writer::Writer;
 

@@ -81,7 +81,7 @@ impl DeadMessage {
 
     /// What the body holds.
     pub fn summary(&self) -> Summary {
-        match readings::envelope::decode(&self.body) {
+        match readings::model::envelope::decode(&self.body) {
             Ok(env) => {
                 let mut locations = BTreeSet::new();
                 let mut times = Vec::new();

@@ -5,8 +5,8 @@ use readings::auth::Auth;
 use std::sync::Arc;
 
 use readings::config::{DbConfig, IngestConfig, QueueConfig};
-use readings::envelope::decode;
 use readings::ingest::Ingestor;
+use readings::model::envelope::decode;
 use readings::queue::Sender;
 use readings::store::Store;
 use readings::testing::{TestDb, TestQueue};

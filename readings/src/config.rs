@@ -10,7 +10,7 @@ use chrono::TimeDelta;
 use thiserror::Error;
 
 use crate::connection::{ConnectionSettings, ConnectionStringError};
-use crate::reading::Limits;
+use crate::model::reading::Limits;
 use crate::secrets::SecretError;
 use crate::tls::{RootCert, SslMode};
 

@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use crate::coalesce::Coalescer;
 use crate::config::IngestConfig;
-use crate::envelope::{self, EnvelopeError};
+use crate::model::envelope::{self, EnvelopeError};
+use crate::model::reading::{validate, FieldError, Reading};
 use crate::queue::{QueueError, Sender};
-use crate::reading::{validate, FieldError, Reading};
 use crate::store::{Claim, Store};
 
 /// Namespace for batch ids derived from `Idempotency-Key` headers.
@@ -267,7 +267,7 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::Limits;
+    use crate::model::reading::Limits;
 
     fn config() -> IngestConfig {
         IngestConfig {

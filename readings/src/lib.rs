@@ -1,5 +1,5 @@
 //! Sensor readings through the pipeline: the reading model and its validation
-//! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
+//! ([`model::reading`]), ingest request handling ([`ingest`]), the queue envelope ([`model::envelope`]) and
 //! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
 //! [`tls`], [`secrets`]), the writer's SQS handler ([`writer`]), query parameters
 //! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
@@ -12,14 +12,13 @@ pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod deadletter;
-pub mod envelope;
 pub mod http;
 pub mod ingest;
 pub mod lambda;
 pub mod metrics;
+pub mod model;
 pub mod query;
 pub mod queue;
-pub mod reading;
 pub mod rotation;
 pub mod secrets;
 pub mod server;
@@ -31,4 +30,4 @@ pub mod writer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use reading::{Limits, Reading};
+pub use model::reading::{Limits, Reading};

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::reading::{check_location, parse_time_str, Reading};
+use crate::model::reading::{check_location, parse_time_str, Reading};
 
 /// Most rows one request may ask for.
 pub const MAX_LIMIT: i64 = 1000;

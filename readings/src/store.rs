@@ -13,9 +13,9 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::{DbConfig, LifecycleConfig, TimescaleMode};
-use crate::envelope::{BatchPart, EnvelopeError};
+use crate::model::envelope::{BatchPart, EnvelopeError};
+use crate::model::reading::Reading;
 use crate::query::{RecentQuery, StatsQuery, MAX_LIMIT};
-use crate::reading::Reading;
 
 /// Key of the advisory lock that serialises schema setup across processes.
 const SCHEMA_LOCK: i64 = 0x5e45_0001;

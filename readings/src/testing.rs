@@ -10,7 +10,7 @@ use rand::Rng;
 use tokio_postgres::NoTls;
 
 use crate::config::{DbConfig, QueueConfig};
-use crate::envelope::decode;
+use crate::model::envelope::decode;
 use crate::queue;
 use crate::store::Store;
 
@@ -175,12 +175,12 @@ impl TestDb {
     /// Writes readings `(epoch µs, location, temperature)` through the store's write path,
     /// as one batch part of its own.
     pub async fn insert(&self, rows: &[(i64, &str, f64)]) {
-        let part = crate::envelope::BatchPart {
+        let part = crate::model::envelope::BatchPart {
             id: format!("seed-{}", suffix()),
             part: 0,
             readings: rows
                 .iter()
-                .map(|(t, l, v)| crate::envelope::WireReading(*t, (*l).to_owned(), *v))
+                .map(|(t, l, v)| crate::model::envelope::WireReading(*t, (*l).to_owned(), *v))
                 .collect(),
         };
         self.store.write(&[&part]).await.expect("seed readings");
@@ -449,7 +449,7 @@ pub fn ingest_config() -> crate::config::IngestConfig {
         addr: ([127, 0, 0, 1], 0).into(),
         max_body_bytes: 1 << 20,
         max_readings: 10_000,
-        limits: crate::reading::Limits::default(),
+        limits: crate::model::reading::Limits::default(),
         coalesce_linger: Duration::ZERO,
     }
 }

@@ -23,9 +23,9 @@ use tracing::Instrument;
 
 use crate::config::LifecycleConfig;
 use crate::deadletter::{self, DeadLetter, Failure, FailureClass};
-use crate::envelope::{self, BatchPart, EnvelopeError};
 use crate::metrics;
-use crate::reading::check_location;
+use crate::model::envelope::{self, BatchPart, EnvelopeError};
+use crate::model::reading::check_location;
 use crate::store::{ErrorKind, Store, WriteReport};
 
 /// How often one process prunes old batch records, at most.

@@ -89,10 +89,10 @@ async fn secrets_connect_with_a_password_that_needs_escaping() {
     assert_eq!(current_user(&config).await.as_deref(), Ok("app"));
     let store = Store::new(&config).unwrap();
     store.ready().await.expect("schema set up as app");
-    let part = readings::envelope::BatchPart {
+    let part = readings::model::envelope::BatchPart {
         id: "secret-1".into(),
         part: 0,
-        readings: vec![readings::envelope::WireReading(
+        readings: vec![readings::model::envelope::WireReading(
             1_710_000_000_000_000,
             "vault".into(),
             4.0,

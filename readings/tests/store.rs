@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::DbConfig;
-use readings::envelope::{decode, pack, BatchPart, Packer, WireReading};
+use readings::model::envelope::{decode, pack, BatchPart, Packer, WireReading};
 use readings::query::{Cursor, RecentQuery};
 use readings::store::{recent_sql, ErrorKind, Store, StoreError, TableKind};
 use readings::testing::{expected_kind, run_policy_jobs, sample_readings, TestDb};

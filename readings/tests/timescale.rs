@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::{DbConfig, LifecycleConfig, TimescaleMode};
-use readings::envelope::{BatchPart, WireReading};
+use readings::model::envelope::{BatchPart, WireReading};
 use readings::query::{Cursor, RecentQuery, StatsQuery};
 use readings::store::{Store, StoreError, TableKind};
 use readings::testing::{

@@ -19,7 +19,7 @@ use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use readings::config::{DbConfig, LifecycleConfig};
 use readings::model::envelope::pack;
-use readings::store::{Store, TableKind};
+use readings::postgres::store::{Store, TableKind};
 use readings::writer::Writer;
 use readings::Reading;
 

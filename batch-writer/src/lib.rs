@@ -12,8 +12,8 @@ use readings::config::{
     in_lambda, DbConfig, LifecycleConfig, PollerConfig, QueueConfig, WriterConfig,
 };
 use readings::queue;
-use readings::store::Store;
 use readings::writer::{DeadLetterQueue, Writer};
+use readings::Store;
 
 /// Time kept back from a deadline to send the answer.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);

@@ -15,9 +15,9 @@ use readings::deadletter::{ATTR_CLASS, ATTR_ORIGINAL_ID, ATTR_REASON};
 use readings::ingest::Ingestor;
 use readings::model::envelope::pack;
 use readings::queue::Sender;
-use readings::store::Store;
 use readings::testing::{sample_readings, sqs_message, PrivateCluster, TestDb, TestQueue};
 use readings::writer::{DeadLetterQueue, Writer};
+use readings::Store;
 use serde_json::{json, Value};
 
 fn body(batch: &str, tag: &str, n: usize) -> String {

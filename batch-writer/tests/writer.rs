@@ -40,7 +40,7 @@ async fn a_database_down_past_the_deadline_reports_every_message() {
         .local_addr()
         .unwrap()
         .port();
-    let store = readings::store::Store::new(&readings::config::DbConfig {
+    let store = readings::Store::new(&readings::config::DbConfig {
         url: format!("postgres://postgres@127.0.0.1:{port}/none"),
         pool_size: 2,
         connect_timeout: Duration::from_secs(1),

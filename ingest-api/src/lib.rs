@@ -15,7 +15,7 @@ use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
 use readings::metrics;
 use readings::queue::{self, Sender};
-use readings::store::Store;
+use readings::Store;
 
 /// The header a client sets to make retries of one request safe.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

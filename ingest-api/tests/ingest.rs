@@ -8,9 +8,9 @@ use readings::config::{DbConfig, IngestConfig, QueueConfig};
 use readings::ingest::Ingestor;
 use readings::model::envelope::decode;
 use readings::queue::Sender;
-use readings::store::Store;
 use readings::testing::{TestDb, TestQueue};
 use readings::Limits;
+use readings::Store;
 use serde_json::{json, Value};
 
 async fn serve(sender: Sender, keys: Store) -> String {

@@ -11,10 +11,10 @@ use axum::{Json, Router};
 use readings::auth::{Auth, Scope};
 use readings::config::{AuthConfig, DbConfig, QueryConfig};
 use readings::http::{not_found, serve, ApiError};
+use readings::postgres::store::{BucketStats, Store, StoreError};
 use readings::query::{
     parse_latest, parse_recent, parse_stats, Cursor, Format, ParamError, ReadingOut, StatsQuery,
 };
-use readings::store::{BucketStats, Store, StoreError};
 use serde::Serialize;
 
 /// The header that carries the cursor of the next page of `GET /sensor`.

@@ -3,8 +3,8 @@
 
 use readings::auth::{Auth, Scope};
 use readings::config::AuthConfig;
-use readings::store::Store;
 use readings::testing::TestDb;
+use readings::Store;
 
 /// The router under test, built as `query_api::run` builds it, keys checked.
 fn app(store: Store) -> axum::Router {

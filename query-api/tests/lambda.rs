@@ -39,7 +39,7 @@ async fn binary_answers_api_gateway_events_under_lambda() {
 
 #[tokio::test]
 async fn the_binary_logs_its_table_kind_at_start_and_timescaledb_require_is_enforced() {
-    use readings::store::TableKind;
+    use readings::postgres::store::TableKind;
     use readings::testing::expected_kind;
     use tokio::io::AsyncBufReadExt;
     let db = TestDb::new().await;

@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use crate::config::AuthConfig;
 use crate::http::ApiError;
-use crate::store::{Store, StoreError, StoredKey};
+use crate::postgres::store::{Store, StoreError, StoredKey};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -11,8 +11,8 @@ use crate::coalesce::Coalescer;
 use crate::config::IngestConfig;
 use crate::model::envelope::{self, EnvelopeError};
 use crate::model::reading::{validate, FieldError, Reading};
+use crate::postgres::store::{Claim, Store};
 use crate::queue::{QueueError, Sender};
-use crate::store::{Claim, Store};
 
 /// Namespace for batch ids derived from `Idempotency-Key` headers.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x1b4e_28ba_2fa1_41d2_883f_0016_d3cc_a427);
@@ -81,7 +81,7 @@ pub enum IngestError {
     #[error("this Idempotency-Key was already used with a different body; use a new key for new readings")]
     KeyReused,
     #[error("the idempotency record could not be checked: {0}")]
-    KeyStore(#[from] crate::store::StoreError),
+    KeyStore(#[from] crate::postgres::store::StoreError),
     #[error("readings could not be enqueued: {0}")]
     Queue(#[from] QueueError),
     #[error("readings could not be packed: {0}")]

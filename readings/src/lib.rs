@@ -1,7 +1,7 @@
 //! Sensor readings through the pipeline: the reading model and its validation
 //! ([`model::reading`]), ingest request handling ([`ingest`]), the queue envelope ([`model::envelope`]) and
-//! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
-//! [`tls`], [`secrets`]), the writer's SQS handler ([`writer`]), query parameters
+//! sender ([`queue`]), the PostgreSQL store ([`postgres::store`]) and how it connects ([`postgres::connection`],
+//! [`postgres::tls`], [`postgres::secrets`]), the writer's SQS handler ([`writer`]), query parameters
 //! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
 //! or locally ([`http`], with the local host's bounds in [`server`] and the Lambda host, for
 //! every API Gateway, ALB and function URL payload, in [`lambda`]), API keys ([`auth`]), logs
@@ -10,24 +10,23 @@
 pub mod auth;
 pub mod coalesce;
 pub mod config;
-pub mod connection;
 pub mod deadletter;
 pub mod http;
 pub mod ingest;
 pub mod lambda;
 pub mod metrics;
 pub mod model;
+pub mod postgres;
 pub mod query;
 pub mod queue;
-pub mod rotation;
-pub mod secrets;
 pub mod server;
-pub mod store;
 pub mod telemetry;
-pub mod tls;
 pub mod writer;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
+// Re-exported at the root, as the types nearly every crate of the workspace names: the
+// reading, its limits and the store. Everything else is imported from its module.
 pub use model::reading::{Limits, Reading};
+pub use postgres::store::Store;

@@ -11,8 +11,8 @@ use tokio_postgres::NoTls;
 
 use crate::config::{DbConfig, QueueConfig};
 use crate::model::envelope::decode;
+use crate::postgres::store::Store;
 use crate::queue;
-use crate::store::Store;
 
 fn suffix() -> String {
     let n: u64 = rand::rng().random();
@@ -22,10 +22,10 @@ fn suffix() -> String {
 /// The table kind the test server gives: `PG_TARGET=timescaledb` (the TimescaleDB pass of
 /// `scripts/test`) starts every cluster with TimescaleDB preloaded, so a hypertable;
 /// otherwise a plain table (TimescaleDB may be installed, but is not preloaded).
-pub fn expected_kind() -> crate::store::TableKind {
+pub fn expected_kind() -> crate::postgres::store::TableKind {
     match std::env::var("PG_TARGET").as_deref() {
-        Ok("timescaledb") => crate::store::TableKind::Hypertable,
-        _ => crate::store::TableKind::Plain,
+        Ok("timescaledb") => crate::postgres::store::TableKind::Hypertable,
+        _ => crate::postgres::store::TableKind::Plain,
     }
 }
 
@@ -273,7 +273,7 @@ where
         .pool()
         .get()
         .await
-        .map_err(|e| crate::store::StoreError::from(e).to_string())?;
+        .map_err(|e| crate::postgres::store::StoreError::from(e).to_string())?;
     let row = client
         .query_one(sql, &[])
         .await

@@ -3,8 +3,8 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::DbConfig;
 use readings::model::envelope::{decode, pack, BatchPart, Packer, WireReading};
+use readings::postgres::store::{recent_sql, ErrorKind, Store, StoreError, TableKind};
 use readings::query::{Cursor, RecentQuery};
-use readings::store::{recent_sql, ErrorKind, Store, StoreError, TableKind};
 use readings::testing::{expected_kind, run_policy_jobs, sample_readings, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -28,7 +28,7 @@ async fn concurrent_schema_setup_makes_one_table_without_error() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
         // Separate stores: separate processes cold-starting at once.
-        let store = readings::store::Store::new(&db.config).unwrap();
+        let store = readings::Store::new(&db.config).unwrap();
         tasks.spawn(async move { store.ensure_schema().await });
     }
     while let Some(r) = tasks.join_next().await {

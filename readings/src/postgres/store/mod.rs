@@ -316,7 +316,7 @@ pub struct Store {
 const MAX_KNOWN_LOCATIONS: usize = 100_000;
 
 impl Store {
-    /// Builds the pool, with TLS as the connection's `sslmode` asks (see [`crate::tls`]).
+    /// Builds the pool, with TLS as the connection's `sslmode` asks (see [`crate::postgres::tls`]).
     /// Connections are opened lazily, on first use; a root certificate file is read here.
     pub fn new(config: &DbConfig) -> Result<Self, StoreError> {
         let connection = config
@@ -342,7 +342,7 @@ impl Store {
             // Connections that follow the secret's rotation (see `rotation`).
             Some(arn) => Manager::from_connect(
                 pg,
-                crate::rotation::SecretConnect::new(tls, arn.clone()),
+                crate::postgres::rotation::SecretConnect::new(tls, arn.clone()),
                 manager_config,
             ),
             None => Manager::from_config(pg, tls, manager_config),

@@ -10,7 +10,7 @@ use aws_sdk_sqs::Client;
 use batch_writer::poller::Poller;
 use chrono::{DateTime, Utc};
 use readings::config::PollerConfig;
-use readings::deadletter::{self, DeadLetter, Failure, FailureClass};
+use readings::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 use readings::testing::{TestDb, TestQueue};
 use readings::writer::{DeadLetterQueue, Writer};
 use readings::Reading;

@@ -10,7 +10,6 @@
 pub mod auth;
 pub mod coalesce;
 pub mod config;
-pub mod deadletter;
 pub mod http;
 pub mod ingest;
 pub mod lambda;

@@ -22,11 +22,11 @@ use chrono::Utc;
 use tracing::Instrument;
 
 use crate::config::LifecycleConfig;
-use crate::deadletter::{self, DeadLetter, Failure, FailureClass};
 use crate::metrics;
 use crate::model::envelope::{self, BatchPart, EnvelopeError};
 use crate::model::reading::check_location;
 use crate::postgres::store::{ErrorKind, Store, WriteReport};
+use crate::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 
 /// How often one process prunes old batch records, at most.
 const PRUNE_EVERY_SECS: i64 = 3600;

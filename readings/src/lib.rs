@@ -8,7 +8,6 @@
 //! ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
 
 pub mod auth;
-pub mod coalesce;
 pub mod config;
 pub mod http;
 pub mod ingest;

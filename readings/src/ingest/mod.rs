@@ -1,5 +1,9 @@
 //! Accepting readings: parse a request body, validate every reading, pack them into
 //! envelopes and enqueue them. All or nothing per request.
+//!
+//! The long-running host first gathers the readings of concurrent requests ([`coalesce`]).
+
+pub mod coalesce;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -7,8 +11,8 @@ use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::coalesce::Coalescer;
 use crate::config::IngestConfig;
+use crate::ingest::coalesce::Coalescer;
 use crate::model::envelope::{self, EnvelopeError};
 use crate::model::reading::{validate, FieldError, Reading};
 use crate::postgres::store::{Claim, Store};
@@ -216,7 +220,7 @@ impl Ingestor {
     }
 
     /// Shares messages between concurrent requests, waiting at most `linger` for company
-    /// (for the long-running host; see [`crate::coalesce`]).
+    /// (for the long-running host; see [`crate::ingest::coalesce`]).
     pub fn with_coalescing(mut self, linger: std::time::Duration) -> Self {
         self.coalescer = Some(Coalescer::start(self.sender.clone(), linger));
         self

@@ -1,7 +1,7 @@
 //! ingest-api over HTTP against a real SQS API (moto): what is accepted is on the queue,
 //! what is refused says why and leaves the queue empty.
 
-use readings::auth::Auth;
+use readings::http::auth::Auth;
 use std::sync::Arc;
 
 use readings::config::{DbConfig, IngestConfig, QueueConfig};

@@ -7,8 +7,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use readings::auth::{self, Scope};
 use readings::config::DbConfig;
+use readings::http::auth::{self, Scope};
 use readings::postgres::store::{Store, StoredKey};
 use serde::Serialize;
 

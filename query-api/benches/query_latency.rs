@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use readings::auth::{create_key, Auth, Scope};
 use readings::config::{AuthConfig, DbConfig, LifecycleConfig};
+use readings::http::auth::{create_key, Auth, Scope};
 use readings::postgres::store::{Store, TableKind};
 
 const LOCATIONS: i64 = 1_000;

@@ -8,8 +8,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use readings::auth::{Auth, Scope};
 use readings::config::{AuthConfig, DbConfig, QueryConfig};
+use readings::http::auth::{Auth, Scope};
 use readings::http::{not_found, serve, ApiError};
 use readings::postgres::store::{BucketStats, Store, StoreError};
 use readings::query::{

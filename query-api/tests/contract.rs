@@ -1,8 +1,8 @@
 //! The query routes against their contract: schemathesis generates requests from
 //! `openapi.yaml` (valid and invalid ones) and checks every answer against it; any 5xx fails.
 
-use readings::auth::{Auth, Scope};
 use readings::config::AuthConfig;
+use readings::http::auth::{Auth, Scope};
 use readings::testing::TestDb;
 use readings::Store;
 

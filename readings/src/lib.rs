@@ -3,21 +3,18 @@
 //! sender ([`queue`]), the PostgreSQL store ([`postgres::store`]) and how it connects ([`postgres::connection`],
 //! [`postgres::tls`], [`postgres::secrets`]), the writer's SQS handler ([`writer`]), query parameters
 //! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
-//! or locally ([`http`], with the local host's bounds in [`server`] and the Lambda host, for
-//! every API Gateway, ALB and function URL payload, in [`lambda`]), API keys ([`auth`]), logs
+//! or locally ([`http`], with the local host's bounds in [`http::server`] and the Lambda host, for
+//! every API Gateway, ALB and function URL payload, in [`http::lambda`]), API keys ([`http::auth`]), logs
 //! ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
 
-pub mod auth;
 pub mod config;
 pub mod http;
 pub mod ingest;
-pub mod lambda;
 pub mod metrics;
 pub mod model;
 pub mod postgres;
 pub mod query;
 pub mod queue;
-pub mod server;
 pub mod telemetry;
 pub mod writer;
 

@@ -187,8 +187,8 @@ impl TestDb {
     }
 
     /// A new API key with these scopes, in this test's database.
-    pub async fn api_key(&self, scopes: &[crate::auth::Scope]) -> String {
-        crate::auth::create_key(&self.store, "test", scopes)
+    pub async fn api_key(&self, scopes: &[crate::http::auth::Scope]) -> String {
+        crate::http::auth::create_key(&self.store, "test", scopes)
             .await
             .expect("create an API key")
             .key
@@ -333,19 +333,19 @@ pub fn with_base64_body(mut event: serde_json::Value) -> serde_json::Value {
 }
 
 /// What a function's Lambda host answers `event` with, as it posts the answer to the
-/// Runtime API: the steps of [`crate::lambda::serve`] ([`crate::lambda::normalise`], then
+/// Runtime API: the steps of [`crate::http::lambda::serve`] ([`crate::http::lambda::normalise`], then
 /// `lambda_http`, which reads the event and shapes the answer for its source, around
-/// [`crate::lambda::strip_stage`] and `app`) without the runtime's transport. Panics on an
+/// [`crate::http::lambda::strip_stage`] and `app`) without the runtime's transport. Panics on an
 /// event `lambda_http` refuses.
 pub async fn lambda_answer(app: axum::Router, event: &serde_json::Value) -> serde_json::Value {
     use lambda_http::tower::{Service, ServiceExt};
     let bytes = serde_json::to_vec(event).expect("an event serialises");
-    let bytes = crate::lambda::normalise(&bytes).unwrap_or(bytes);
+    let bytes = crate::http::lambda::normalise(&bytes).unwrap_or(bytes);
     let request: lambda_http::request::LambdaRequest = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("lambda_http refuses the event: {e}: {event}"));
     let mut handler = lambda_http::Adapter::from(tower::ServiceExt::map_request(
         app,
-        crate::lambda::strip_stage::<lambda_http::Body>,
+        crate::http::lambda::strip_stage::<lambda_http::Body>,
     ));
     let invocation = lambda_http::LambdaEvent::new(request, lambda_http::Context::default());
     let response = match handler.ready().await {

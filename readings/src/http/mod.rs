@@ -1,5 +1,12 @@
 //! What the two HTTP functions share: the JSON error shape, and the host that serves an axum
 //! router either under Lambda (API Gateway HTTP API events) or as a local HTTP service.
+//!
+//! Each host has its module: the Lambda host in [`lambda`], the local one in [`server`]; the
+//! API-key layer that guards the routes is in [`auth`].
+
+pub mod auth;
+pub mod lambda;
+pub mod server;
 
 use std::net::SocketAddr;
 
@@ -143,17 +150,17 @@ pub async fn not_found() -> ApiError {
 
 /// Serves `router` under Lambda when `AWS_LAMBDA_RUNTIME_API` is set (every API Gateway,
 /// ALB and function URL payload shape, named stages stripped from paths: see
-/// [`crate::lambda::serve`]), else over HTTP on `addr` within the
-/// bounds of [`HttpConfig::from_env`] until Ctrl-C or SIGTERM (see [`crate::server`]).
+/// [`crate::http::lambda::serve`]), else over HTTP on `addr` within the
+/// bounds of [`HttpConfig::from_env`] until Ctrl-C or SIGTERM (see [`crate::http::server`]).
 pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
     if in_lambda() {
-        crate::lambda::serve(router).await
+        crate::http::lambda::serve(router).await
     } else {
         let config = HttpConfig::from_env()?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        crate::server::serve_with(
+        crate::http::server::serve_with(
             router,
             listener,
             &config,
@@ -166,7 +173,7 @@ pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
 /// Serves `router` on an already bound listener, with the default bounds
 /// ([`HttpConfig::default`]), until Ctrl-C or SIGTERM.
 pub async fn serve_on(router: Router, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    crate::server::serve_with(
+    crate::http::server::serve_with(
         router,
         listener,
         &HttpConfig::default(),

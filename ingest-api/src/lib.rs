@@ -13,7 +13,7 @@ use readings::config::{in_lambda, AuthConfig, DbConfig, IngestConfig, QueueConfi
 use readings::http::auth::{Auth, Scope};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
-use readings::metrics;
+use readings::observability::metrics;
 use readings::queue::{self, Sender};
 use readings::Store;
 

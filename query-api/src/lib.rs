@@ -248,7 +248,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 /// Builds the function from the environment and serves it (Lambda or local HTTP).
 pub async fn run() -> anyhow::Result<()> {
-    readings::metrics::init()?;
+    readings::observability::metrics::init()?;
     let config = QueryConfig::from_env()?;
     let store = Store::new(&DbConfig::load().await?)?;
     store.check_at_start().await?;

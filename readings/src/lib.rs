@@ -5,17 +5,16 @@
 //! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
 //! or locally ([`http`], with the local host's bounds in [`http::server`] and the Lambda host, for
 //! every API Gateway, ALB and function URL payload, in [`http::lambda`]), API keys ([`http::auth`]), logs
-//! ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
+//! ([`observability::telemetry`]) and CloudWatch metrics ([`observability::metrics`]).
 
 pub mod config;
 pub mod http;
 pub mod ingest;
-pub mod metrics;
 pub mod model;
+pub mod observability;
 pub mod postgres;
 pub mod query;
 pub mod queue;
-pub mod telemetry;
 pub mod writer;
 
 #[cfg(feature = "testing")]

@@ -22,9 +22,9 @@ use chrono::Utc;
 use tracing::Instrument;
 
 use crate::config::LifecycleConfig;
-use crate::metrics;
 use crate::model::envelope::{self, BatchPart, EnvelopeError};
 use crate::model::reading::check_location;
+use crate::observability::metrics;
 use crate::postgres::store::{ErrorKind, Store, WriteReport};
 use crate::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 

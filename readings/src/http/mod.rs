@@ -164,7 +164,7 @@ pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
             router,
             listener,
             &config,
-            crate::telemetry::shutdown_signal(),
+            crate::observability::telemetry::shutdown_signal(),
         )
         .await
     }
@@ -177,7 +177,7 @@ pub async fn serve_on(router: Router, listener: tokio::net::TcpListener) -> anyh
         router,
         listener,
         &HttpConfig::default(),
-        crate::telemetry::shutdown_signal(),
+        crate::observability::telemetry::shutdown_signal(),
     )
     .await
 }

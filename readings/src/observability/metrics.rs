@@ -30,7 +30,7 @@
 //! # Use
 //!
 //! ```no_run
-//! use readings::metrics::{self, Record};
+//! use readings::observability::metrics::{self, Record};
 //! // One document with several metrics:
 //! Record::new()
 //!     .count(metrics::ROWS_WRITTEN, 120)

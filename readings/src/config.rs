@@ -1,3 +1,5 @@
+// Over 500 lines on purpose: every setting the functions read from the environment is in
+// this one file, as every one is in the README's configuration table.
 //! Configuration from environment variables, with defaults that suit a local run.
 //!
 //! Every variable is listed in the README's configuration table; keep the two in step.

@@ -1,11 +1,18 @@
-//! Sensor readings through the pipeline: the reading model and its validation
-//! ([`model::reading`]), ingest request handling ([`ingest`]), the queue envelope ([`model::envelope`]) and
-//! sender ([`queue`]), the PostgreSQL store ([`postgres::store`]) and how it connects ([`postgres::connection`],
-//! [`postgres::tls`], [`postgres::secrets`]), the writer's SQS handler ([`writer`]), query parameters
-//! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
-//! or locally ([`http`], with the local host's bounds in [`http::server`] and the Lambda host, for
-//! every API Gateway, ALB and function URL payload, in [`http::lambda`]), API keys ([`http::auth`]), logs
-//! ([`observability::telemetry`]) and CloudWatch metrics ([`observability::metrics`]).
+//! Sensor readings through the pipeline. One folder per layer, listed in the order a reading
+//! travels:
+//!
+//! - [`model`]: the reading and the rules it must pass, and the queue envelope; no I/O.
+//! - [`ingest`]: request bodies into validated readings into envelopes on the queue, with
+//!   coalescing of concurrent requests in the long-running host.
+//! - [`queue`]: the SQS client and sender, and dead letters with their reason attributes.
+//! - [`writer`]: the batch writer's SQS handler: messages into the store, failures classed.
+//! - [`postgres`]: connection strings, TLS, credentials from Secrets Manager and their
+//!   rotation, and the [`Store`] (schema, writes, reads, keys, lifecycle).
+//! - [`query`]: the read routes' parameters, and the questions the store answers.
+//! - [`http`]: the two hosts of the HTTP functions (Lambda and local), JSON errors, API keys.
+//! - [`observability`]: logs and process signals, CloudWatch EMF metrics.
+//! - [`config`]: configuration from the environment.
+//! - `testing` (feature `testing`): helpers for the workspace's integration tests.
 
 pub mod config;
 pub mod http;

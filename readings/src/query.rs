@@ -1,3 +1,5 @@
+// Just over 500 lines, about 150 of them unit tests: the read routes' parameters and the
+// questions they parse into (`RecentQuery`, `StatsQuery`, `Cursor`), kept together.
 //! Query parameters of `GET /sensor`, checked, and the tutorial's response shape; the
 //! questions the store answers ([`RecentQuery`], [`StatsQuery`]) are defined here, and the
 //! store uses them.

@@ -68,10 +68,10 @@ pub fn sqs_message(id: &str, body: &str) -> aws_lambda_events::event::sqs::SqsMe
 }
 
 /// What a function's Lambda host answers `event` with, as it posts the answer to the
-/// Runtime API: the steps of [`crate::http::lambda::serve`] ([`crate::http::lambda::normalise`], then
-/// `lambda_http`, which reads the event and shapes the answer for its source, around
-/// [`crate::http::lambda::strip_stage`] and `app`) without the runtime's transport. Panics on an
-/// event `lambda_http` refuses.
+/// Runtime API: the steps of [`crate::http::lambda::serve`]
+/// ([`crate::http::lambda::normalise`], then `lambda_http`, which reads the event and shapes
+/// the answer for its source, around [`crate::http::lambda::strip_stage`] and `app`) without
+/// the runtime's transport. Panics on an event `lambda_http` refuses.
 pub async fn lambda_answer(app: axum::Router, event: &serde_json::Value) -> serde_json::Value {
     use lambda_http::tower::{Service, ServiceExt};
     let bytes = serde_json::to_vec(event).expect("an event serialises");

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::config::AuthConfig;
-use crate::http::ApiError;
+use crate::http::error::ApiError;
 use crate::postgres::store::{Store, StoreError, StoredKey};
 
 /// What a key may do.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use readings::envelope::pack;
+use readings::model::envelope::pack;
 use readings::testing::FakeLambdaRuntime;
 use readings::Reading;
 use serde_json::{json, Value};

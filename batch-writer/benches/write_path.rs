@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use readings::config::{DbConfig, LifecycleConfig};
-use readings::envelope::pack;
-use readings::store::{Store, TableKind};
+use readings::model::envelope::pack;
+use readings::postgres::store::{Store, TableKind};
 use readings::writer::Writer;
 use readings::Reading;
 

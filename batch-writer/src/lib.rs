@@ -12,8 +12,8 @@ use readings::config::{
     in_lambda, DbConfig, LifecycleConfig, PollerConfig, QueueConfig, WriterConfig,
 };
 use readings::queue;
-use readings::store::Store;
 use readings::writer::{DeadLetterQueue, Writer};
+use readings::Store;
 
 /// Time kept back from a deadline to send the answer.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -40,7 +40,7 @@ pub async fn writer_from_env() -> anyhow::Result<Writer> {
 
 /// Builds the function from the environment and runs it (Lambda or local poller).
 pub async fn run() -> anyhow::Result<()> {
-    readings::metrics::init()?;
+    readings::observability::metrics::init()?;
     let writer = writer_from_env().await?;
     if in_lambda() {
         // The pool lives in `writer`, created once per process and reused by every invocation.
@@ -60,7 +60,9 @@ pub async fn run() -> anyhow::Result<()> {
         let config = PollerConfig::from_env()?;
         tracing::info!(queue = %queue.queue_url, batch_size = config.batch_size, pollers = config.pollers, "batch-writer polling");
         let poller = poller::Poller::new(queue::client().await, queue.queue_url, config, writer);
-        poller.run(readings::telemetry::shutdown_signal()).await
+        poller
+            .run(readings::observability::telemetry::shutdown_signal())
+            .await
     }
 }
 

@@ -18,7 +18,7 @@ async fn sample_sqs_event_is_written() {
         .records
         .iter()
         .flat_map(|m| {
-            readings::envelope::decode(m.body.as_deref().unwrap())
+            readings::model::envelope::decode(m.body.as_deref().unwrap())
                 .unwrap()
                 .batches
         })

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::Message;
 use batch_writer::poller::Poller;
-use readings::auth::{create_key, Auth, Scope};
 use readings::config::{AuthConfig, PollerConfig};
-use readings::deadletter::{ATTR_CLASS, ATTR_ORIGINAL_ID, ATTR_REASON};
-use readings::envelope::pack;
+use readings::http::auth::{create_key, Auth, Scope};
 use readings::ingest::Ingestor;
+use readings::model::envelope::pack;
+use readings::queue::deadletter::{ATTR_CLASS, ATTR_ORIGINAL_ID, ATTR_REASON};
 use readings::queue::Sender;
-use readings::store::Store;
 use readings::testing::{sample_readings, sqs_message, PrivateCluster, TestDb, TestQueue};
 use readings::writer::{DeadLetterQueue, Writer};
+use readings::Store;
 use serde_json::{json, Value};
 
 fn body(batch: &str, tag: &str, n: usize) -> String {

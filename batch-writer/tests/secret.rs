@@ -7,7 +7,7 @@ use serde_json::json;
 #[tokio::test]
 async fn binary_connects_with_the_secret_under_lambda() {
     let db = TestDb::new().await;
-    let arn = readings::secrets::client()
+    let arn = readings::postgres::secrets::client()
         .await
         .create_secret()
         .name(format!("writer-{}", db.name))

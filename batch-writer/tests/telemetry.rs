@@ -2,7 +2,7 @@
 //! metrics that match what it wrote, and JSON logs that name the invocation and never a
 //! reading.
 
-use readings::envelope::pack;
+use readings::model::envelope::pack;
 use readings::testing::{
     emf_documents, event, function_binary, sample_readings, FakeLambdaRuntime, TestDb, TestQueue,
 };

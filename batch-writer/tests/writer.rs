@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use batch_writer::poller::Poller;
 use readings::config::PollerConfig;
-use readings::envelope::pack;
+use readings::model::envelope::pack;
 use readings::testing::{sample_readings, sqs_message, TestDb, TestQueue};
 use readings::writer::Writer;
 
@@ -40,7 +40,7 @@ async fn a_database_down_past_the_deadline_reports_every_message() {
         .local_addr()
         .unwrap()
         .port();
-    let store = readings::store::Store::new(&readings::config::DbConfig {
+    let store = readings::Store::new(&readings::config::DbConfig {
         url: format!("postgres://postgres@127.0.0.1:{port}/none"),
         pool_size: 2,
         connect_timeout: Duration::from_secs(1),

@@ -72,7 +72,7 @@ pub struct Packing {
 }
 
 /// Packs `readings` of `bytes_per_reading` greedily into messages of at most `max_bytes`,
-/// as `readings::envelope::pack` does: each message holds the envelope, one part of the
+/// as `readings::model::envelope::pack` does: each message holds the envelope, one part of the
 /// request and as many readings as fit.
 pub fn pack_request(readings: f64, bytes_per_reading: f64, max_bytes: f64) -> Packing {
     let room = max_bytes - ENVELOPE_MESSAGE_BYTES - ENVELOPE_PART_BYTES;

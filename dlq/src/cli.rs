@@ -116,7 +116,7 @@ pub enum Command {
 }
 
 fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
-    readings::reading::parse_time_str(s)
+    readings::model::reading::parse_time_str(s)
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use chrono::{DateTime, Utc};
-use readings::deadletter::{ATTR_CLASS, ATTR_FAILED_AT, ATTR_REASON};
+use readings::queue::deadletter::{ATTR_CLASS, ATTR_FAILED_AT, ATTR_REASON};
 use serde::Serialize;
 
 /// The class shown for messages that SQS's redrive policy moved (they carry no attributes).
@@ -81,7 +81,7 @@ impl DeadMessage {
 
     /// What the body holds.
     pub fn summary(&self) -> Summary {
-        match readings::envelope::decode(&self.body) {
+        match readings::model::envelope::decode(&self.body) {
             Ok(env) => {
                 let mut locations = BTreeSet::new();
                 let mut times = Vec::new();

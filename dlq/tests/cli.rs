@@ -10,7 +10,7 @@ use aws_sdk_sqs::Client;
 use batch_writer::poller::Poller;
 use chrono::{DateTime, Utc};
 use readings::config::PollerConfig;
-use readings::deadletter::{self, DeadLetter, Failure, FailureClass};
+use readings::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 use readings::testing::{TestDb, TestQueue};
 use readings::writer::{DeadLetterQueue, Writer};
 use readings::Reading;
@@ -59,7 +59,7 @@ fn envelope(batch_id: &str, n: usize) -> String {
             temperature: 20.0 + i as f64,
         })
         .collect();
-    let mut bodies = readings::envelope::pack(batch_id, &readings, 262_144).expect("pack");
+    let mut bodies = readings::model::envelope::pack(batch_id, &readings, 262_144).expect("pack");
     assert_eq!(bodies.len(), 1);
     bodies.remove(0)
 }
@@ -355,7 +355,7 @@ fn exported_content(file: &std::path::Path) -> Vec<(String, BTreeMap<String, Str
 }
 
 fn readings_in(body: &str) -> usize {
-    readings::envelope::decode(body)
+    readings::model::envelope::decode(body)
         .expect("envelope")
         .batches
         .iter()

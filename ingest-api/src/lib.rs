@@ -9,13 +9,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use readings::auth::{Auth, Scope};
 use readings::config::{in_lambda, AuthConfig, DbConfig, IngestConfig, QueueConfig};
+use readings::http::auth::{Auth, Scope};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
-use readings::metrics;
+use readings::observability::metrics;
 use readings::queue::{self, Sender};
-use readings::store::Store;
+use readings::Store;
 
 /// The header a client sets to make retries of one request safe.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

@@ -1,5 +1,5 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    readings::telemetry::init();
+    readings::observability::telemetry::init();
     ingest_api::run().await
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use readings::auth::{Auth, Scope};
 use readings::config::AuthConfig;
+use readings::http::auth::{Auth, Scope};
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
 use readings::testing::{ingest_config, TestDb, TestQueue};

@@ -1,16 +1,16 @@
 //! ingest-api over HTTP against a real SQS API (moto): what is accepted is on the queue,
 //! what is refused says why and leaves the queue empty.
 
-use readings::auth::Auth;
+use readings::http::auth::Auth;
 use std::sync::Arc;
 
 use readings::config::{DbConfig, IngestConfig, QueueConfig};
-use readings::envelope::decode;
 use readings::ingest::Ingestor;
+use readings::model::envelope::decode;
 use readings::queue::Sender;
-use readings::store::Store;
 use readings::testing::{TestDb, TestQueue};
 use readings::Limits;
+use readings::Store;
 use serde_json::{json, Value};
 
 async fn serve(sender: Sender, keys: Store) -> String {

@@ -4,7 +4,7 @@
 //! The binary is cargo's, or with `BOOTSTRAP_DIR` set the `bootstrap` that `sam build` made
 //! (`readings::testing::function_binary`; scripts/test runs these tests both ways).
 
-use readings::auth::Scope;
+use readings::http::auth::Scope;
 use readings::testing::{event_with_key, function_binary, FakeLambdaRuntime, TestDb, TestQueue};
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 //! metrics for accepted and refused requests, and JSON logs that name the invocation and
 //! never the body or the API key.
 
-use readings::auth::Scope;
+use readings::http::auth::Scope;
 use readings::testing::{
     emf_documents, event_with_key, function_binary, FakeLambdaRuntime, TestDb, TestQueue,
 };

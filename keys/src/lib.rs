@@ -7,9 +7,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use readings::auth::{self, Scope};
 use readings::config::DbConfig;
-use readings::store::{Store, StoredKey};
+use readings::http::auth::{self, Scope};
+use readings::postgres::store::{Store, StoredKey};
 use serde::Serialize;
 
 /// Manage the sensor pipeline's API keys.

@@ -4,7 +4,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use readings::auth::{Checked, Denied, KeyChecker, Scope};
+use readings::http::auth::{Checked, Denied, KeyChecker, Scope};
 use readings::testing::TestDb;
 use serde_json::Value;
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use hdrhistogram::Histogram;
-use readings::connection::ConnectionSettings;
+use readings::postgres::connection::ConnectionSettings;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

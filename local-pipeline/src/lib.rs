@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batch_writer::poller::Poller;
-use readings::auth::{Auth, Scope};
 use readings::config::{AuthConfig, PollerConfig};
+use readings::http::auth::{Auth, Scope};
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
 use readings::testing::{ingest_config, serve, TestDb, TestQueue};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use local_pipeline::{LocalPipeline, Options};
-use readings::auth::{create_key, Scope};
+use readings::http::auth::{create_key, Scope};
 use serde_json::Value;
 
 async fn apis(cache: Duration) -> LocalPipeline {

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use readings::auth::{create_key, Auth, Scope};
 use readings::config::{AuthConfig, DbConfig, LifecycleConfig};
-use readings::store::{Store, TableKind};
+use readings::http::auth::{create_key, Auth, Scope};
+use readings::postgres::store::{Store, TableKind};
 
 const LOCATIONS: i64 = 1_000;
 /// Seconds between two readings of one location.

@@ -8,13 +8,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use readings::auth::{Auth, Scope};
 use readings::config::{AuthConfig, DbConfig, QueryConfig};
+use readings::http::auth::{Auth, Scope};
 use readings::http::{not_found, serve, ApiError};
+use readings::postgres::store::{BucketStats, Store, StoreError};
 use readings::query::{
-    parse_latest, parse_recent, parse_stats, Cursor, Format, ParamError, ReadingOut,
+    parse_latest, parse_recent, parse_stats, Cursor, Format, ParamError, ReadingOut, StatsQuery,
 };
-use readings::store::{BucketStats, StatsQuery, Store, StoreError};
 use serde::Serialize;
 
 /// The header that carries the cursor of the next page of `GET /sensor`.
@@ -248,7 +248,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 /// Builds the function from the environment and serves it (Lambda or local HTTP).
 pub async fn run() -> anyhow::Result<()> {
-    readings::metrics::init()?;
+    readings::observability::metrics::init()?;
     let config = QueryConfig::from_env()?;
     let store = Store::new(&DbConfig::load().await?)?;
     store.check_at_start().await?;

@@ -1,10 +1,10 @@
 //! The query routes against their contract: schemathesis generates requests from
 //! `openapi.yaml` (valid and invalid ones) and checks every answer against it; any 5xx fails.
 
-use readings::auth::{Auth, Scope};
 use readings::config::AuthConfig;
-use readings::store::Store;
+use readings::http::auth::{Auth, Scope};
 use readings::testing::TestDb;
+use readings::Store;
 
 /// The router under test, built as `query_api::run` builds it, keys checked.
 fn app(store: Store) -> axum::Router {

@@ -2,8 +2,8 @@
 //! (`lambda_answer`: the steps of the Lambda host without the Runtime API), so they never
 //! rot; and one request gets one answer whichever event source delivers it.
 
-use readings::auth::{Auth, Scope};
 use readings::config::AuthConfig;
+use readings::http::auth::{Auth, Scope};
 use readings::testing::{
     answer_shape, event, event_with_key, lambda_answer, set_header, LambdaAnswer, TestDb,
 };

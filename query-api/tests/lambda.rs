@@ -3,7 +3,7 @@
 //! The binary is cargo's, or with `BOOTSTRAP_DIR` set the `bootstrap` that `sam build` made
 //! (`readings::testing::function_binary`; scripts/test runs these tests both ways).
 
-use readings::auth::Scope;
+use readings::http::auth::Scope;
 use readings::testing::{event_with_key, function_binary, FakeLambdaRuntime, TestDb};
 use serde_json::{json, Value};
 
@@ -39,7 +39,7 @@ async fn binary_answers_api_gateway_events_under_lambda() {
 
 #[tokio::test]
 async fn the_binary_logs_its_table_kind_at_start_and_timescaledb_require_is_enforced() {
-    use readings::store::TableKind;
+    use readings::postgres::store::TableKind;
     use readings::testing::expected_kind;
     use tokio::io::AsyncBufReadExt;
     let db = TestDb::new().await;

@@ -1,6 +1,6 @@
 //! query-api over HTTP against a real PostgreSQL.
 
-use readings::auth::Auth;
+use readings::http::auth::Auth;
 use readings::testing::TestDb;
 use serde_json::{json, Value};
 

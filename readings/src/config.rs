@@ -1,3 +1,5 @@
+// Over 500 lines on purpose: every setting the functions read from the environment is in
+// this one file, as every one is in the README's configuration table.
 //! Configuration from environment variables, with defaults that suit a local run.
 //!
 //! Every variable is listed in the README's configuration table; keep the two in step.
@@ -9,10 +11,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use thiserror::Error;
 
-use crate::connection::{ConnectionSettings, ConnectionStringError};
-use crate::reading::Limits;
-use crate::secrets::SecretError;
-use crate::tls::{RootCert, SslMode};
+use crate::model::reading::Limits;
+use crate::postgres::connection::{ConnectionSettings, ConnectionStringError};
+use crate::postgres::secrets::SecretError;
+use crate::postgres::tls::{RootCert, SslMode};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -80,7 +82,7 @@ pub fn in_lambda() -> bool {
 ///
 /// The connection comes from `DATABASE_URL`, or, when `DATABASE_SECRET_ARN` is set, from
 /// that Secrets Manager secret ([`DbConfig::load`] reads it). `DB_SSLMODE` and
-/// `DB_SSL_ROOT_CERT` override the TLS settings of either (see [`crate::tls`]).
+/// `DB_SSL_ROOT_CERT` override the TLS settings of either (see [`crate::postgres::tls`]).
 #[derive(Clone)]
 pub struct DbConfig {
     /// `DATABASE_URL`: a libpq-style URL or key=value string, with libpq's `sslmode`
@@ -215,8 +217,8 @@ impl DbConfig {
     /// [`DbConfig::from_env`] with the connection read from Secrets Manager secret `arn`.
     pub async fn from_secret(arn: &str) -> Result<Self, ConfigError> {
         let mut config = Self::from_env()?;
-        let client = crate::secrets::client().await;
-        config.secret = Some(crate::secrets::fetch(&client, arn).await?);
+        let client = crate::postgres::secrets::client().await;
+        config.secret = Some(crate::postgres::secrets::fetch(&client, arn).await?);
         config.secret_arn = Some(arn.to_owned());
         tracing::info!(
             secret = arn,

@@ -1,34 +1,33 @@
-//! Sensor readings through the pipeline: the reading model and its validation
-//! ([`reading`]), ingest request handling ([`ingest`]), the queue envelope ([`envelope`]) and
-//! sender ([`queue`]), the PostgreSQL store ([`store`]) and how it connects ([`connection`],
-//! [`tls`], [`secrets`]), the writer's SQS handler ([`writer`]), query parameters
-//! ([`query`]), configuration ([`config`]), the host that runs an HTTP function under Lambda
-//! or locally ([`http`], with the local host's bounds in [`server`] and the Lambda host, for
-//! every API Gateway, ALB and function URL payload, in [`lambda`]), API keys ([`auth`]), logs
-//! ([`telemetry`]) and CloudWatch metrics ([`metrics`]).
+//! Sensor readings through the pipeline. One folder per layer, listed in the order a reading
+//! travels:
+//!
+//! - [`model`]: the reading and the rules it must pass, and the queue envelope; no I/O.
+//! - [`ingest`]: request bodies into validated readings into envelopes on the queue, with
+//!   coalescing of concurrent requests in the long-running host.
+//! - [`queue`]: the SQS client and sender, and dead letters with their reason attributes.
+//! - [`writer`]: the batch writer's SQS handler: messages into the store, failures classed.
+//! - [`postgres`]: connection strings, TLS, credentials from Secrets Manager and their
+//!   rotation, and the [`Store`] (schema, writes, reads, keys, lifecycle).
+//! - [`query`]: the read routes' parameters, and the questions the store answers.
+//! - [`http`]: the two hosts of the HTTP functions (Lambda and local), JSON errors, API keys.
+//! - [`observability`]: logs and process signals, CloudWatch EMF metrics.
+//! - [`config`]: configuration from the environment.
+//! - `testing` (feature `testing`): helpers for the workspace's integration tests.
 
-pub mod auth;
-pub mod coalesce;
 pub mod config;
-pub mod connection;
-pub mod deadletter;
-pub mod envelope;
 pub mod http;
 pub mod ingest;
-pub mod lambda;
-pub mod metrics;
+pub mod model;
+pub mod observability;
+pub mod postgres;
 pub mod query;
 pub mod queue;
-pub mod reading;
-pub mod rotation;
-pub mod secrets;
-pub mod server;
-pub mod store;
-pub mod telemetry;
-pub mod tls;
 pub mod writer;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use reading::{Limits, Reading};
+// Re-exported at the root, as the types nearly every crate of the workspace names: the
+// reading, its limits and the store. Everything else is imported from its module.
+pub use model::reading::{Limits, Reading};
+pub use postgres::store::Store;

@@ -1,12 +1,15 @@
-//! Query parameters of `GET /sensor`, checked, and the tutorial's response shape.
+// Just over 500 lines, about 150 of them unit tests: the read routes' parameters and the
+// questions they parse into (`RecentQuery`, `StatsQuery`, `Cursor`), kept together.
+//! Query parameters of `GET /sensor`, checked, and the tutorial's response shape; the
+//! questions the store answers ([`RecentQuery`], [`StatsQuery`]) are defined here, and the
+//! store uses them.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::reading::{check_location, parse_time_str, Reading};
-use crate::store::RecentQuery;
+use crate::model::reading::{check_location, parse_time_str, Reading};
 
 /// Most rows one request may ask for.
 pub const MAX_LIMIT: i64 = 1000;
@@ -125,6 +128,32 @@ pub enum Format {
     #[default]
     Json,
     Csv,
+}
+
+/// Filters for the newest-readings query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentQuery {
+    pub location: Option<String>,
+    /// Inclusive lower bound.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub until: Option<DateTime<Utc>>,
+    /// Only rows after this one in (time, location) descending order: the next page.
+    pub after: Option<Cursor>,
+    /// How many rows, 1 to [`MAX_LIMIT`] (values outside are clamped).
+    pub limit: i64,
+}
+
+impl Default for RecentQuery {
+    fn default() -> Self {
+        RecentQuery {
+            location: None,
+            since: None,
+            until: None,
+            after: None,
+            limit: 5,
+        }
+    }
 }
 
 /// `GET /sensor`.
@@ -260,6 +289,15 @@ impl Bucket {
 
 /// Most buckets one `/sensor/stats` request may span.
 pub const MAX_BUCKETS: i64 = 1000;
+
+/// A `/sensor/stats` question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsQuery {
+    pub bucket_secs: i64,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub location: Option<String>,
+}
 
 /// `GET /sensor/stats`.
 #[derive(Debug, Clone, PartialEq)]

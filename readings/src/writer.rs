@@ -22,11 +22,11 @@ use chrono::Utc;
 use tracing::Instrument;
 
 use crate::config::LifecycleConfig;
-use crate::deadletter::{self, DeadLetter, Failure, FailureClass};
-use crate::envelope::{self, BatchPart, EnvelopeError};
-use crate::metrics;
-use crate::reading::check_location;
-use crate::store::{ErrorKind, Store, WriteReport};
+use crate::model::envelope::{self, BatchPart, EnvelopeError};
+use crate::model::reading::check_location;
+use crate::observability::metrics;
+use crate::postgres::store::{ErrorKind, Store, WriteReport};
+use crate::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 
 /// How often one process prunes old batch records, at most.
 const PRUNE_EVERY_SECS: i64 = 3600;
@@ -219,7 +219,7 @@ impl Writer {
         parts: &[&BatchPart],
         deadline: Instant,
         report: &mut WriteReport,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), crate::postgres::store::StoreError> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
@@ -230,7 +230,7 @@ impl Writer {
             let attempt_started = Instant::now();
             // A statement may not outlive the deadline either; a dropped write rolls back.
             let attempt = tokio::time::timeout_at(deadline.into(), self.store.write(parts)).await;
-            let result = attempt.unwrap_or(Err(crate::store::StoreError::Busy(
+            let result = attempt.unwrap_or(Err(crate::postgres::store::StoreError::Busy(
                 "the write was still running at the deadline",
             )));
             match result {

@@ -1,4 +1,4 @@
-//! The local HTTP host (`readings::server`) under clients that misbehave: slow headers, slow
+//! The local HTTP host (`readings::http::server`) under clients that misbehave: slow headers, slow
 //! bodies, more requests than it takes at once, and a shutdown with a request in flight.
 //! Raw TCP clients, so the tests see exactly what a client gets: the status line, headers,
 //! body, and whether the connection was closed.
@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use readings::config::HttpConfig;
-use readings::server::serve_with;
+use readings::http::server::serve_with;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

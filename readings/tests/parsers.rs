@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use readings::envelope::{self, BatchPart, Envelope, EnvelopeError, Packer, WireReading};
 use readings::ingest::{self, BodyFormat, IngestError};
+use readings::model::envelope::{self, BatchPart, Envelope, EnvelopeError, Packer, WireReading};
+use readings::model::reading::{self, check_location, FieldError, MAX_LOCATION_CHARS};
 use readings::query::{self, Cursor, MAX_LIMIT, MAX_LOCATIONS};
-use readings::reading::{self, check_location, FieldError, MAX_LOCATION_CHARS};
 use readings::{Limits, Reading};
 use serde_json::{json, Value};
 

@@ -3,9 +3,9 @@
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use readings::config::{ConfigError, DbConfig};
-use readings::secrets::SecretError;
-use readings::store::Store;
+use readings::postgres::secrets::SecretError;
 use readings::testing::{store_value, PrivateCluster};
+use readings::Store;
 use tokio_postgres::NoTls;
 
 /// Everything a connection string would need escaped, and then some.
@@ -27,7 +27,7 @@ async fn create_secret(value: &str) -> String {
         std::env::var_os("AWS_ENDPOINT_URL_SECRETS_MANAGER").is_some(),
         "AWS_ENDPOINT_URL_SECRETS_MANAGER is not set: run the tests with scripts/test"
     );
-    readings::secrets::client()
+    readings::postgres::secrets::client()
         .await
         .create_secret()
         .name(format!("db-{}", suffix()))
@@ -89,10 +89,10 @@ async fn secrets_connect_with_a_password_that_needs_escaping() {
     assert_eq!(current_user(&config).await.as_deref(), Ok("app"));
     let store = Store::new(&config).unwrap();
     store.ready().await.expect("schema set up as app");
-    let part = readings::envelope::BatchPart {
+    let part = readings::model::envelope::BatchPart {
         id: "secret-1".into(),
         part: 0,
-        readings: vec![readings::envelope::WireReading(
+        readings: vec![readings::model::envelope::WireReading(
             1_710_000_000_000_000,
             "vault".into(),
             4.0,
@@ -219,7 +219,7 @@ async fn a_rotated_password_is_read_again_from_the_secret_without_a_restart() {
     let query = || store_value::<String>(&store, "SELECT current_user::text");
 
     rotate("rotated-1").await;
-    readings::secrets::client()
+    readings::postgres::secrets::client()
         .await
         .put_secret_value()
         .secret_id(&arn)

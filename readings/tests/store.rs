@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::DbConfig;
-use readings::envelope::{decode, pack, BatchPart, Packer, WireReading};
-use readings::query::Cursor;
-use readings::store::{recent_sql, ErrorKind, RecentQuery, Store, StoreError, TableKind};
+use readings::model::envelope::{decode, pack, BatchPart, Packer, WireReading};
+use readings::postgres::store::{recent_sql, ErrorKind, Store, StoreError, TableKind};
+use readings::query::{Cursor, RecentQuery};
 use readings::testing::{expected_kind, run_policy_jobs, sample_readings, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -28,7 +28,7 @@ async fn concurrent_schema_setup_makes_one_table_without_error() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
         // Separate stores: separate processes cold-starting at once.
-        let store = readings::store::Store::new(&db.config).unwrap();
+        let store = readings::Store::new(&db.config).unwrap();
         tasks.spawn(async move { store.ensure_schema().await });
     }
     while let Some(r) = tasks.join_next().await {
@@ -333,7 +333,7 @@ async fn retention_deletes_only_expired_readings() {
 
 #[tokio::test]
 async fn stats_buckets_start_where_time_bucket_starts_them() {
-    use readings::store::StatsQuery;
+    use readings::query::StatsQuery;
     let db = TestDb::new().await;
     assert_eq!(db.store.ensure_schema().await.unwrap(), expected_kind());
     let c = db.client().await;

@@ -6,9 +6,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::{DbConfig, LifecycleConfig, TimescaleMode};
-use readings::envelope::{BatchPart, WireReading};
-use readings::query::Cursor;
-use readings::store::{RecentQuery, StatsQuery, Store, StoreError, TableKind};
+use readings::model::envelope::{BatchPart, WireReading};
+use readings::postgres::store::{Store, StoreError, TableKind};
+use readings::query::{Cursor, RecentQuery, StatsQuery};
 use readings::testing::{
     background_job_runs, expected_kind, run_policy_jobs, PrivateCluster, TestDb,
 };
@@ -504,7 +504,7 @@ async fn raw_stats(
 }
 
 fn same_stats(
-    got: &[readings::store::BucketStats],
+    got: &[readings::postgres::store::BucketStats],
     want: &[(i64, i64, f64, f64, f64)],
     what: &str,
 ) {

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use readings::config::DbConfig;
-use readings::store::Store;
+use readings::postgres::tls::{RootCert, SslMode};
 use readings::testing::{error_chain, store_value, PrivateCluster};
-use readings::tls::{RootCert, SslMode};
+use readings::Store;
 
 /// A CA and a server certificate it signed for `localhost` and `127.0.0.1`, as PEM.
 struct Pki {

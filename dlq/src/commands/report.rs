@@ -152,7 +152,7 @@ pub(crate) fn print_message(m: &DeadMessage) {
     // The writer's receive count when it gave up; for redriven messages, SQS's own count.
     let receives = m
         .attributes
-        .get(readings::deadletter::ATTR_RECEIVE_COUNT)
+        .get(readings::queue::deadletter::ATTR_RECEIVE_COUNT)
         .cloned()
         .or_else(|| m.receive_count.map(|n| n.to_string()))
         .unwrap_or_else(|| "?".to_owned());
@@ -164,8 +164,8 @@ pub(crate) fn print_message(m: &DeadMessage) {
     );
     println!("  reason:    {}", one_line(&m.reason(), 300));
     for (name, label) in [
-        (readings::deadletter::ATTR_ORIGINAL_ID, "original:"),
-        (readings::deadletter::ATTR_SQLSTATE, "sqlstate:"),
+        (readings::queue::deadletter::ATTR_ORIGINAL_ID, "original:"),
+        (readings::queue::deadletter::ATTR_SQLSTATE, "sqlstate:"),
     ] {
         if let Some(v) = m.attributes.get(name) {
             println!("  {label:<10} {v}");

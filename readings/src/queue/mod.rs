@@ -1,4 +1,7 @@
-//! The SQS side: building the client, and sending packed message bodies.
+//! The SQS side: building the client, and sending packed message bodies; dead letters and
+//! their reason attributes in [`deadletter`].
+
+pub mod deadletter;
 
 use std::time::Duration;
 

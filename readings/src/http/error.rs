@@ -1,15 +1,13 @@
-//! What the two HTTP functions share: the JSON error shape, and the host that serves an axum
-//! router either under Lambda (API Gateway HTTP API events) or as a local HTTP service.
-
-use std::net::SocketAddr;
+//! The JSON error shape every HTTP function answers with (`{"error", "details"}`), what
+//! ingest's errors answer, the 404 for unknown routes, and the layer that turns a handler's
+//! panic into a JSON 500.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{in_lambda, HttpConfig};
 use crate::ingest::IngestError;
 use crate::queue::QueueError;
 
@@ -141,44 +139,11 @@ pub async fn not_found() -> ApiError {
     )
 }
 
-/// Serves `router` under Lambda when `AWS_LAMBDA_RUNTIME_API` is set (every API Gateway,
-/// ALB and function URL payload shape, named stages stripped from paths: see
-/// [`crate::lambda::serve`]), else over HTTP on `addr` within the
-/// bounds of [`HttpConfig::from_env`] until Ctrl-C or SIGTERM (see [`crate::server`]).
-pub async fn serve(router: Router, addr: SocketAddr) -> anyhow::Result<()> {
-    if in_lambda() {
-        crate::lambda::serve(router).await
-    } else {
-        let config = HttpConfig::from_env()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        crate::server::serve_with(
-            router,
-            listener,
-            &config,
-            crate::telemetry::shutdown_signal(),
-        )
-        .await
-    }
-}
-
-/// Serves `router` on an already bound listener, with the default bounds
-/// ([`HttpConfig::default`]), until Ctrl-C or SIGTERM.
-pub async fn serve_on(router: Router, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    crate::server::serve_with(
-        router,
-        listener,
-        &HttpConfig::default(),
-        crate::telemetry::shutdown_signal(),
-    )
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::routing::get;
+    use axum::Router;
     use tower::ServiceExt;
 
     #[tokio::test]

@@ -97,7 +97,7 @@ impl Failure {
         match self.class {
             FailureClass::Operator | FailureClass::UnsupportedVersion => self.reason.clone(),
             FailureClass::Undecodable | FailureClass::InvalidReading | FailureClass::DataError => {
-                crate::telemetry::redact_quoted(&self.reason)
+                crate::observability::telemetry::redact_quoted(&self.reason)
             }
         }
     }

@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use tower::ServiceBuilder;
 
 use crate::config::HttpConfig;
-use crate::http::ApiError;
+use crate::http::error::ApiError;
 
 /// How long a client refused for load is asked to wait (`Retry-After`, seconds).
 pub const OVERLOAD_RETRY_AFTER_SECS: u32 = 1;

@@ -66,8 +66,8 @@ impl SecretConnect {
             return self.newer.lock().is_ok_and(|n| n.is_some());
         }
         *last = Some(Instant::now());
-        let client = crate::secrets::client().await;
-        match crate::secrets::fetch(&client, &self.arn).await {
+        let client = crate::postgres::secrets::client().await;
+        match crate::postgres::secrets::fetch(&client, &self.arn).await {
             Ok(settings) => {
                 let pg = settings.postgres_config();
                 let fresh = Credentials {

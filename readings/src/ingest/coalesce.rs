@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::envelope::Packer;
+use crate::model::envelope::Packer;
+use crate::model::reading::Reading;
 use crate::queue::{QueueError, Sender};
-use crate::reading::Reading;
 
 /// How many requests may wait for the collector before submitters feel back-pressure.
 const QUEUE_DEPTH: usize = 10_000;

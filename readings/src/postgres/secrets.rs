@@ -18,8 +18,8 @@ use aws_sdk_secretsmanager::Client;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::connection::{ConnectionSettings, ConnectionStringError};
-use crate::tls::{RootCert, TlsSettings};
+use crate::postgres::connection::{ConnectionSettings, ConnectionStringError};
+use crate::postgres::tls::{RootCert, TlsSettings};
 
 /// The database when the JSON secret names none: the same as `DATABASE_URL`'s default.
 pub const DEFAULT_DBNAME: &str = "sensors";
@@ -162,7 +162,7 @@ fn from_fields(fields: &Map<String, Value>) -> Result<ConnectionSettings, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::SslMode;
+    use crate::postgres::tls::SslMode;
 
     const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
 

@@ -1,5 +1,9 @@
 //! Accepting readings: parse a request body, validate every reading, pack them into
 //! envelopes and enqueue them. All or nothing per request.
+//!
+//! The long-running host first gathers the readings of concurrent requests ([`coalesce`]).
+
+pub mod coalesce;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -7,12 +11,12 @@ use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::coalesce::Coalescer;
 use crate::config::IngestConfig;
-use crate::envelope::{self, EnvelopeError};
+use crate::ingest::coalesce::Coalescer;
+use crate::model::envelope::{self, EnvelopeError};
+use crate::model::reading::{validate, FieldError, Reading};
+use crate::postgres::store::{Claim, Store};
 use crate::queue::{QueueError, Sender};
-use crate::reading::{validate, FieldError, Reading};
-use crate::store::{Claim, Store};
 
 /// Namespace for batch ids derived from `Idempotency-Key` headers.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x1b4e_28ba_2fa1_41d2_883f_0016_d3cc_a427);
@@ -81,7 +85,7 @@ pub enum IngestError {
     #[error("this Idempotency-Key was already used with a different body; use a new key for new readings")]
     KeyReused,
     #[error("the idempotency record could not be checked: {0}")]
-    KeyStore(#[from] crate::store::StoreError),
+    KeyStore(#[from] crate::postgres::store::StoreError),
     #[error("readings could not be enqueued: {0}")]
     Queue(#[from] QueueError),
     #[error("readings could not be packed: {0}")]
@@ -216,7 +220,7 @@ impl Ingestor {
     }
 
     /// Shares messages between concurrent requests, waiting at most `linger` for company
-    /// (for the long-running host; see [`crate::coalesce`]).
+    /// (for the long-running host; see [`crate::ingest::coalesce`]).
     pub fn with_coalescing(mut self, linger: std::time::Duration) -> Self {
         self.coalescer = Some(Coalescer::start(self.sender.clone(), linger));
         self
@@ -267,7 +271,7 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::Limits;
+    use crate::model::reading::Limits;
 
     fn config() -> IngestConfig {
         IngestConfig {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::reading::Reading;
+use crate::model::reading::Reading;
 
 /// The version this build writes.
 pub const VERSION: u32 = 1;

@@ -28,8 +28,8 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::config::AuthConfig;
-use crate::http::ApiError;
-use crate::store::{Store, StoreError, StoredKey};
+use crate::http::error::ApiError;
+use crate::postgres::store::{Store, StoreError, StoredKey};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -383,7 +383,7 @@ async fn guard(
         Ok(Checked::Denied(denied, key_id)) => {
             tracing::info!(reason = denied.reason(), key_id = key_id.as_deref().unwrap_or("-"),
                 scope = %scope, "request refused: API key");
-            crate::metrics::auth_failure(denied.reason());
+            crate::observability::metrics::auth_failure(denied.reason());
             let mut response = ApiError::from(denied).into_response();
             if response.status() == StatusCode::UNAUTHORIZED {
                 response.headers_mut().insert(

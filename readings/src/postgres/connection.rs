@@ -12,7 +12,7 @@ use std::str::FromStr;
 use percent_encoding::percent_decode_str;
 use thiserror::Error;
 
-use crate::tls::{RootCert, TlsSettings};
+use crate::postgres::tls::{RootCert, TlsSettings};
 
 /// A connection target: the PostgreSQL settings and the TLS settings.
 #[derive(Debug, Clone)]
@@ -302,7 +302,7 @@ impl<'a> KvParser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::SslMode;
+    use crate::postgres::tls::SslMode;
     use tokio_postgres::config::Host;
 
     fn parse(s: &str) -> ConnectionSettings {

@@ -1,0 +1,143 @@
+//! Data lifecycle: TimescaleDB's chunk, compression, retention and aggregate policies,
+//! plain-table retention, and pruning of batch records and idempotency keys.
+
+use chrono::{DateTime, Utc};
+
+use super::error::{Context, StoreError};
+use super::schema::{schema_transaction, TableKind};
+use super::Store;
+use crate::config::LifecycleConfig;
+
+impl Store {
+    /// Applies data-lifecycle settings when they differ from the ones recorded: on a
+    /// hypertable the chunk interval, compression (segment by location, order by time
+    /// desc) and retention policies and the hourly continuous aggregate; on a plain table
+    /// only the record, as retention there is the writer's scheduled delete
+    /// ([`Store::delete_expired`]). Returns whether anything was applied.
+    pub async fn apply_lifecycle(&self, cfg: &LifecycleConfig) -> Result<bool, StoreError> {
+        let kind = self.ready().await?;
+        let mut client = self.pool.get().await?;
+        let tx = schema_transaction(&mut client).await?;
+        let fingerprint = cfg.fingerprint();
+        let recorded: Option<String> = tx
+            .query_opt("SELECT lifecycle FROM pipeline_schema", &[])
+            .await
+            .ctx("reading lifecycle settings")?
+            .and_then(|r| r.get(0));
+        if recorded.as_deref() == Some(fingerprint.as_str()) {
+            return Ok(false);
+        }
+        if kind == TableKind::Hypertable {
+            let mut sql = format!(
+                "SELECT set_chunk_time_interval('sensor_data', INTERVAL '{} hours');",
+                cfg.chunk_interval_hours
+            );
+            sql.push_str("SELECT remove_compression_policy('sensor_data', if_exists => TRUE);");
+            if cfg.compress_after_days > 0 {
+                sql.push_str(&format!(
+                    "ALTER TABLE sensor_data SET (timescaledb.compress,
+                         timescaledb.compress_segmentby = 'location',
+                         timescaledb.compress_orderby = 'time DESC');
+                     SELECT add_compression_policy('sensor_data', INTERVAL '{} days');",
+                    cfg.compress_after_days
+                ));
+            }
+            sql.push_str("SELECT remove_retention_policy('sensor_data', if_exists => TRUE);");
+            if cfg.retention_days > 0 {
+                sql.push_str(&format!(
+                    "SELECT add_retention_policy('sensor_data', INTERVAL '{} days');",
+                    cfg.retention_days
+                ));
+            }
+            if cfg.hourly_aggregate {
+                sql.push_str(
+                    "CREATE MATERIALIZED VIEW IF NOT EXISTS sensor_data_hourly
+                     WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+                     SELECT time_bucket(INTERVAL '1 hour', time) AS bucket, location,
+                            count(*) AS readings, sum(temperature) AS total,
+                            min(temperature) AS min_temperature,
+                            max(temperature) AS max_temperature
+                     FROM sensor_data
+                     WHERE location IS NOT NULL AND temperature IS NOT NULL
+                     GROUP BY bucket, location
+                     WITH NO DATA;
+                     SELECT remove_continuous_aggregate_policy('sensor_data_hourly',
+                                                                if_exists => TRUE);
+                     -- No start offset: each run materializes every hour invalidated since
+                     -- the last, however old (late readings, adopted tables, the first run),
+                     -- so buckets below the watermark never miss rows.
+                     SELECT add_continuous_aggregate_policy('sensor_data_hourly',
+                         start_offset => NULL, end_offset => INTERVAL '1 hour',
+                         schedule_interval => INTERVAL '30 minutes');",
+                );
+            } else {
+                sql.push_str("DROP MATERIALIZED VIEW IF EXISTS sensor_data_hourly;");
+            }
+            tx.batch_execute(&sql)
+                .await
+                .ctx("applying TimescaleDB lifecycle settings")?;
+        }
+        tx.execute("UPDATE pipeline_schema SET lifecycle = $1", &[&fingerprint])
+            .await
+            .ctx("recording lifecycle settings")?;
+        tx.commit().await.ctx("committing lifecycle settings")?;
+        tracing::info!(settings = %fingerprint, table = ?kind, "lifecycle settings applied");
+        Ok(true)
+    }
+
+    /// Plain-table retention: deletes readings older than `retention_days`, a few thousand
+    /// rows per statement so writes never wait long. A no-op on a hypertable (its retention
+    /// policy drops whole chunks) or with retention off. Returns the rows deleted.
+    pub async fn delete_expired(&self, cfg: &LifecycleConfig) -> Result<u64, StoreError> {
+        if cfg.retention_days == 0 || self.ready().await? == TableKind::Hypertable {
+            return Ok(0);
+        }
+        let client = self.pool.get().await?;
+        let cutoff = Utc::now() - chrono::TimeDelta::days(i64::from(cfg.retention_days));
+        delete_older_than(&client, "sensor_data", "time", cutoff).await
+    }
+
+    /// Deletes batch records and idempotency keys older than `older_than`, a few thousand
+    /// rows per statement, skipping rows other sessions hold, so writers never wait on it.
+    /// Returns how many rows went.
+    pub async fn prune(&self, older_than: std::time::Duration) -> Result<u64, StoreError> {
+        self.ready().await?;
+        let client = self.pool.get().await?;
+        let cutoff =
+            Utc::now() - chrono::TimeDelta::from_std(older_than).unwrap_or(chrono::TimeDelta::MAX);
+        Ok(
+            delete_older_than(&client, "ingest_batches", "written_at", cutoff).await?
+                + delete_older_than(&client, "idempotency_keys", "created_at", cutoff).await?,
+        )
+    }
+}
+
+/// Rows deleted per statement by [`delete_older_than`].
+const DELETE_CHUNK: u64 = 5000;
+
+/// Deletes the rows of `table` whose `column` is before `cutoff`, [`DELETE_CHUNK`] rows per
+/// statement, skipping rows other sessions hold, so writers never wait on it. `table` and
+/// `column` are this module's constants, never input. Returns how many rows went.
+async fn delete_older_than(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM {table} WHERE {column} < $1
+             LIMIT {DELETE_CHUNK} FOR UPDATE SKIP LOCKED))"
+    );
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(&sql, &[&cutoff])
+            .await
+            .ctx("deleting expired rows")?;
+        total += n;
+        if n < DELETE_CHUNK {
+            return Ok(total);
+        }
+    }
+}

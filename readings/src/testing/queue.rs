@@ -1,0 +1,121 @@
+//! Test queues: a main queue and its dead-letter queue per test, on the SQS endpoint that
+//! `scripts/test` starts.
+
+use std::collections::HashMap;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::Client;
+
+use super::suffix;
+use crate::config::QueueConfig;
+use crate::model::envelope::decode;
+use crate::queue;
+
+/// A main queue and its dead-letter queue (redrive after 5 receives), named for one test.
+pub struct TestQueue {
+    pub client: Client,
+    pub config: QueueConfig,
+    pub dlq_url: String,
+}
+
+impl TestQueue {
+    pub async fn new() -> TestQueue {
+        if std::env::var_os("AWS_ENDPOINT_URL_SQS").is_none() {
+            panic!("AWS_ENDPOINT_URL_SQS is not set: run the tests with scripts/test, which starts PostgreSQL and moto");
+        }
+        let client = queue::client().await;
+        let name = format!("t-{}", suffix());
+        let dlq_url = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await
+            .expect("create dlq")
+            .queue_url
+            .expect("dlq url");
+        let dlq_arn = client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("dlq attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("dlq arn");
+        let queue_url = client
+            .create_queue()
+            .queue_name(&name)
+            .set_attributes(Some(HashMap::from([
+                (
+                    QueueAttributeName::RedrivePolicy,
+                    format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#),
+                ),
+                (QueueAttributeName::VisibilityTimeout, "30".into()),
+            ])))
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        TestQueue {
+            client,
+            config: QueueConfig {
+                queue_url,
+                max_message_bytes: None,
+            },
+            dlq_url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.config.queue_url
+    }
+
+    /// Receives (and deletes) every message now visible on `url`, waiting briefly for stragglers.
+    pub async fn drain(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut all = Vec::new();
+        loop {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            let msgs = out.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                return all;
+            }
+            for m in &msgs {
+                self.client
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+            all.extend(msgs);
+        }
+    }
+
+    /// Number of readings in the messages now on the main queue (consumes them).
+    pub async fn drain_readings(&self) -> usize {
+        let url = self.config.queue_url.clone();
+        self.drain(&url)
+            .await
+            .iter()
+            .map(|m| {
+                decode(m.body().unwrap_or_default())
+                    .expect("envelope")
+                    .batches
+                    .iter()
+                    .map(|b| b.readings.len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}

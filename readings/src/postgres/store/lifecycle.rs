@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::error::{Context, StoreError};
 use super::schema::{schema_transaction, TableKind};
 use super::Store;
-use crate::config::LifecycleConfig;
+use crate::postgres::settings::LifecycleConfig;
 
 impl Store {
     /// Applies data-lifecycle settings when they differ from the ones recorded: on a

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::OnceCell;
 
-use crate::config::{DbConfig, TimescaleMode};
+use crate::postgres::settings::{DbConfig, TimescaleMode};
 
 pub use error::{ErrorKind, StoreError};
 pub use keys::{Claim, StoredKey};
@@ -45,7 +45,7 @@ impl Store {
     pub fn new(config: &DbConfig) -> Result<Self, StoreError> {
         let connection = config
             .connection()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
+            .map_err(|e| StoreError::Config(format!("DATABASE_URL is invalid: {e}")))?;
         let tls = connection
             .tls
             .connector()

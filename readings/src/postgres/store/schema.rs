@@ -3,7 +3,7 @@
 
 use super::error::{describe, Context, StoreError};
 use super::Store;
-use crate::config::TimescaleMode;
+use crate::postgres::settings::TimescaleMode;
 
 /// Key of the advisory lock that serialises schema setup across processes.
 const SCHEMA_LOCK: i64 = 0x5e45_0001;

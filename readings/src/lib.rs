@@ -7,11 +7,13 @@
 //! - [`queue`]: the SQS client and sender, and dead letters with their reason attributes.
 //! - [`writer`]: the batch writer's SQS handler: messages into the store, failures classed.
 //! - [`postgres`]: connection strings, TLS, credentials from Secrets Manager and their
-//!   rotation, and the [`Store`] (schema, writes, reads, keys, lifecycle).
+//!   rotation, the database settings, and the [`Store`] (schema, writes, reads, keys,
+//!   lifecycle).
 //! - [`query`]: the read routes' parameters, and the questions the store answers.
 //! - [`http`]: the two hosts of the HTTP functions (Lambda and local), JSON errors, API keys.
 //! - [`observability`]: logs and process signals, CloudWatch EMF metrics.
-//! - [`config`]: configuration from the environment.
+//! - [`config`]: configuration from the environment (every module may use it; it uses only
+//!   [`model`] and [`postgres`]'s settings and types).
 //! - `testing` (feature `testing`): helpers for the workspace's integration tests.
 
 pub mod config;

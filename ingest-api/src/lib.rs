@@ -13,7 +13,7 @@ use readings::config::{in_lambda, AuthConfig, DbConfig, IngestConfig, QueueConfi
 use readings::http::auth::{Auth, Scope};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
-use readings::observability::metrics;
+use readings::observability::{metrics, telemetry};
 use readings::queue::{self, Sender};
 use readings::Store;
 
@@ -46,9 +46,7 @@ async fn post_sensor(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let started = Instant::now();
     let result = ingest(&ingestor, &headers, body).await;
-    // Milliseconds to the microsecond: the cost report sums them, and most requests take
-    // less than one.
-    let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let ms = telemetry::duration_ms(started.elapsed());
     match &result {
         Ok(a) => {
             tracing::info!(accepted = a.accepted, messages = a.messages,

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::LifecycleConfig;
 use crate::model::envelope::{self, BatchPart, EnvelopeError};
 use crate::model::reading::check_location;
-use crate::observability::metrics;
+use crate::observability::{metrics, telemetry};
 use crate::postgres::store::{ErrorKind, Store, WriteReport};
 use crate::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 
@@ -141,7 +141,7 @@ impl Writer {
             dlq_sent,
             failed = tally.retry.len(),
             copy_ms = report.copy_time.as_secs_f64() * 1000.0,
-            duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms = telemetry::duration_ms(started.elapsed()),
             "batch handled"
         );
         let mut m = metrics::Record::new();

@@ -21,6 +21,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::in_lambda;
 
+/// A handler's `duration_ms` log field: milliseconds to the microsecond, since most calls
+/// take less than one and the cost report sums the field over every line.
+pub fn duration_ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// JSON logs under Lambda (or with `LOG_FORMAT=json`), readable text otherwise. The level
 /// comes from `RUST_LOG` (default `info`).
 pub fn init() {

@@ -211,6 +211,76 @@ fn reading_like() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A reading object as text that validation accepts, written as clients write it: fields in
+/// any order, times as text or numbers or null, strings with and without escapes.
+fn valid_reading_text() -> impl Strategy<Value = String> {
+    let location = prop_oneof![
+        Just(r#""bedroom""#.to_owned()),
+        Just(r#"" attic\t""#.to_owned()),
+        Just(r#""sm\u00f6rg\u00e5sbord \"3\"""#.to_owned()),
+        "[a-z ]{1,20}[a-z]".prop_map(|l| format!("\"{l}\"")),
+    ];
+    let temperature = prop_oneof![
+        (-150i64..=1000).prop_map(|t| t.to_string()),
+        (-150.0f64..=1000.0).prop_map(|t| t.to_string()),
+        Just("6.6e1".to_owned()),
+        Just("-0".to_owned()),
+    ];
+    let now = Utc::now().timestamp();
+    let time = prop_oneof![
+        Just(None),
+        Just(Some("null".to_owned())),
+        (0..now).prop_map(|t| Some(t.to_string())),
+        (0..now).prop_map(|t| Some((t * 1000 + 7).to_string())),
+        (0..now).prop_map(|t| Some(format!("{t}.25"))),
+        (0..now).prop_map(|t| Some(format!("\"{t}\""))),
+        (0..now).prop_map(|t| Some(format!(
+            "\"{}\"",
+            DateTime::from_timestamp(t, 123_000)
+                .expect("in range")
+                .to_rfc3339()
+        ))),
+    ];
+    (location, temperature, time, any::<bool>()).prop_map(|(l, t, time, flip)| {
+        let mut fields = vec![
+            format!(r#""location":{l}"#),
+            format!(r#""temperature": {t}"#),
+        ];
+        if let Some(time) = time {
+            fields.push(format!(r#""time":{time}"#));
+        }
+        if flip {
+            fields.reverse();
+        }
+        format!("{{{}}}", fields.join(","))
+    })
+}
+
+/// An object as text whose keys may repeat or be written with escapes.
+fn object_text() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just(r#""location""#.to_owned()),
+        Just(r#""temperature""#.to_owned()),
+        Just(r#""time""#.to_owned()),
+        Just(r#""loc\u0061tion""#.to_owned()),
+        any_text(8).prop_map(|k| Value::String(k).to_string()),
+    ];
+    let value = prop_oneof![
+        Just(r#""kitchen""#.to_owned()),
+        Just("21.5".to_owned()),
+        Just("null".to_owned()),
+        Just("1710500000".to_owned()),
+        json_value().prop_map(|v| v.to_string()),
+    ];
+    prop::collection::vec((key, value), 0..5).prop_map(|fields| {
+        let fields: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    })
+}
+
 /// Any time chrono can hold.
 fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
     (DateTime::<Utc>::MIN_UTC.timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp())
@@ -560,6 +630,41 @@ proptest! {
         if let Err(e) = ingest_body(&array, BodyFormat::Json) {
             assert_client_error(&e);
         }
+    }
+
+    #[test]
+    fn the_fast_reading_of_a_body_agrees_with_the_full_one(
+        objects in prop::collection::vec(
+            prop_oneof![
+                3 => reading_like().prop_map(|v| v.to_string()),
+                2 => valid_reading_text(),
+                1 => object_text(),
+                1 => json_value().prop_map(|v| v.to_string()),
+            ],
+            0..12,
+        ),
+        format in format(),
+        pretty in any::<bool>(),
+        lone in any::<bool>(),
+    ) {
+        let separator = match (format, pretty) {
+            (BodyFormat::Ndjson, false) => "\n",
+            (BodyFormat::Ndjson, true) => "\r\n \n",
+            (BodyFormat::Json, false) => ",",
+            (BodyFormat::Json, true) => " ,\n\t",
+        };
+        let joined = objects.join(separator);
+        let body = match format {
+            BodyFormat::Json if lone && objects.len() == 1 => format!(" {joined}\n"),
+            BodyFormat::Json => format!("[{joined}]"),
+            BodyFormat::Ndjson => joined,
+        };
+        let config = readings::testing::ingest_config();
+        let now = Utc::now();
+        let full = ingest::parse_body(body.as_bytes(), format)
+            .and_then(|values| ingest::validate_all(&values, now, &config));
+        let fast = ingest::read_body(body.as_bytes(), format, now, &config);
+        prop_assert_eq!(format!("{fast:?}"), format!("{full:?}"), "body: {}", body);
     }
 
     #[test]

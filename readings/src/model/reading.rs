@@ -1,6 +1,10 @@
 //! The reading model and the rules a reading must pass before the pipeline accepts it.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -120,11 +124,7 @@ pub fn validate(
             None
         }
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(t)
-                if t.is_finite() && t >= limits.temperature_min && t <= limits.temperature_max =>
-            {
-                Some(t)
-            }
+            Some(t) if temperature_in_range(t, limits) => Some(t),
             _ => {
                 errors.push(FieldError::new(
                     index,
@@ -165,6 +165,11 @@ pub fn validate(
     })
 }
 
+/// Whether a temperature is one the limits accept.
+fn temperature_in_range(t: f64, limits: &Limits) -> bool {
+    t.is_finite() && t >= limits.temperature_min && t <= limits.temperature_max
+}
+
 /// Trims a location and checks it; returns the value to store.
 pub fn check_location(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();
@@ -191,15 +196,11 @@ pub fn check_location(raw: &str) -> Result<String, String> {
 pub fn parse_time(value: &Value) -> Result<DateTime<Utc>, String> {
     match value {
         Value::String(s) => parse_time_str(s),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                from_epoch_int(i)
-            } else {
-                n.as_f64()
-                    .ok_or_else(|| format!("{n} is not a usable epoch time"))
-                    .and_then(from_epoch_float)
-            }
-        }
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => TimeInput::Int(i).parse(),
+            (None, Some(f)) => TimeInput::Float(f).parse(),
+            (None, None) => Err(format!("{n} is not a usable epoch time")),
+        },
         other => Err(format!(
             "must be an RFC 3339 string or epoch seconds/milliseconds, found {}",
             kind_of(other)
@@ -273,6 +274,156 @@ fn check_time(
         ));
     }
     Ok(t)
+}
+
+/// A reading's `time` as a body states it, before it is checked: text, or an epoch number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimeInput<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+}
+
+impl TimeInput<'_> {
+    /// The instant it names (see [`parse_time`]).
+    pub fn parse(&self) -> Result<DateTime<Utc>, String> {
+        match self {
+            TimeInput::Text(s) => parse_time_str(s),
+            TimeInput::Int(i) => from_epoch_int(*i),
+            TimeInput::Float(f) => from_epoch_float(*f),
+        }
+    }
+}
+
+/// A reading object as a well-formed body states it, its text borrowed from the body.
+///
+/// Ingest's fast path: it parses only an object holding `location` (a string),
+/// `temperature` (a number) and optionally `time` (text, a number or null), each once, and
+/// nothing else. Whatever else a body holds fails to parse, and the caller falls back to
+/// [`validate`] on a [`Value`], which names every problem. [`Submitted::check`] accepts
+/// exactly the readings [`validate`] accepts, with the same result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted<'a> {
+    pub location: Cow<'a, str>,
+    pub temperature: f64,
+    pub time: Option<TimeInput<'a>>,
+}
+
+impl Submitted<'_> {
+    /// The reading, when it passes every rule of [`validate`]; `None` when any fails.
+    pub fn check(&self, received_at: DateTime<Utc>, limits: &Limits) -> Option<Reading> {
+        let location = check_location(&self.location).ok()?;
+        if !temperature_in_range(self.temperature, limits) {
+            return None;
+        }
+        let time = match &self.time {
+            None => received_at,
+            Some(t) => t
+                .parse()
+                .and_then(|t| check_time(t, received_at, limits))
+                .ok()?,
+        };
+        Some(Reading {
+            time,
+            location,
+            temperature: self.temperature,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Submitted<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Only a map: a derived struct would also take an array of the three values.
+        deserializer.deserialize_map(SubmittedVisitor)
+    }
+}
+
+struct SubmittedVisitor;
+
+impl<'de> Visitor<'de> for SubmittedVisitor {
+    type Value = Submitted<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a reading object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut location = None;
+        let mut temperature = None;
+        let mut time = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let duplicate = match key.0.as_ref() {
+                "location" => location.replace(map.next_value::<Text<'de>>()?.0).is_some(),
+                "temperature" => temperature.replace(map.next_value::<f64>()?).is_some(),
+                "time" => time
+                    .replace(map.next_value::<Option<TimeInput<'de>>>()?)
+                    .is_some(),
+                other => {
+                    map.next_value::<IgnoredAny>()?;
+                    return Err(de::Error::unknown_field(other, &FIELDS));
+                }
+            };
+            if duplicate {
+                return Err(de::Error::custom(format!("duplicate field {}", key.0)));
+            }
+        }
+        Ok(Submitted {
+            location: location.ok_or_else(|| de::Error::missing_field("location"))?,
+            temperature: temperature.ok_or_else(|| de::Error::missing_field("temperature"))?,
+            time: time.flatten(),
+        })
+    }
+}
+
+/// A JSON string, borrowed from the body unless it holds escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeInput<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimeVisitor;
+        impl<'de> Visitor<'de> for TimeVisitor {
+            type Value = TimeInput<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a time as text or an epoch number")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TimeInput::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TimeInput::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(TimeInput::Int(v))
+            }
+            // As `serde_json::Number::as_i64`, then `as_f64`.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(TimeInput::Float(v as f64), TimeInput::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(TimeInput::Float(v))
+            }
+        }
+        deserializer.deserialize_any(TimeVisitor)
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {

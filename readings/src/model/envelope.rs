@@ -145,18 +145,30 @@ impl Packer {
     /// Adds one batch's readings.
     pub fn add(&mut self, batch_id: &str, readings: &[Reading]) -> Result<(), EnvelopeError> {
         let id = serde_json::to_string(batch_id).map_err(EnvelopeError::Malformed)?;
-        let items = readings
-            .iter()
-            .map(|r| serde_json::to_string(&WireReading::from(r)))
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(EnvelopeError::Malformed)?;
-        if items.is_empty() {
+        if readings.is_empty() {
             return Ok(());
         }
+        // Every reading's text in one buffer, `ends[i]` the end of reading i.
+        let mut text = Vec::with_capacity(readings.len() * 48);
+        let mut ends = Vec::with_capacity(readings.len());
+        for r in readings {
+            let wire = (
+                r.time.timestamp_micros(),
+                r.location.as_str(),
+                r.temperature,
+            );
+            serde_json::to_writer(&mut text, &wire).map_err(EnvelopeError::Malformed)?;
+            ends.push(text.len());
+        }
+        let text = String::from_utf8(text)
+            .map_err(|e| EnvelopeError::Malformed(serde::ser::Error::custom(e)))?;
+        let items = ends.iter().scan(0, |start, &end| {
+            Some(&text[std::mem::replace(start, end)..end])
+        });
         // The whole batch as one part after what the body holds, its closing and the body's.
         let whole = format!(r#",{{"id":{id},"part":0,"readings":["#).len()
-            + items.iter().map(String::len).sum::<usize>()
-            + (items.len() - 1)
+            + text.len()
+            + (readings.len() - 1)
             + 2 * CLOSE.len();
         if self.batches_in_body > 0 && self.body.len() + whole > self.max_bytes {
             self.flush();
@@ -183,7 +195,7 @@ impl Packer {
                         self.batches_in_body += 1;
                         open = true;
                     }
-                    self.body.push_str(&item);
+                    self.body.push_str(item);
                     break;
                 }
                 if self.batches_in_body == 0 {

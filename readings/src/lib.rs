@@ -33,3 +33,10 @@ pub mod testing;
 // reading, its limits and the store. Everything else is imported from its module.
 pub use model::reading::{Limits, Reading};
 pub use postgres::store::Store;
+
+/// The allocator of every binary that links this crate (feature `mimalloc`, on by default).
+/// Ingest allocates per reading and per request: under glibc's allocator, malloc and free
+/// took about 30% of its CPU at 100,000 readings/s.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

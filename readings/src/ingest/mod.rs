@@ -117,13 +117,18 @@ pub fn parse_body(body: &[u8], format: BodyFormat) -> Result<Vec<Value>, IngestE
                 }
             ))),
         },
-        BodyFormat::Ndjson => body
-            .split(|b| *b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| !line.trim_ascii().is_empty())
+        BodyFormat::Ndjson => ndjson_lines(body)
             .map(|(n, line)| serde_json::from_slice::<Value>(line).map_err(malformed(n)))
             .collect(),
     }
+}
+
+/// The lines of an NDJSON body that hold a reading, with their 0-based line numbers: blank
+/// lines (and a trailing newline) are skipped.
+fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim_ascii().is_empty())
 }
 
 fn malformed(line_offset: usize) -> impl Fn(serde_json::Error) -> IngestError {
@@ -172,10 +177,8 @@ fn read_well_formed(
             serde_json::from_slice(body).ok()?
         }
         BodyFormat::Json => vec![serde_json::from_slice(body).ok()?],
-        BodyFormat::Ndjson => body
-            .split(|b| *b == b'\n')
-            .filter(|line| !line.trim_ascii().is_empty())
-            .map(serde_json::from_slice)
+        BodyFormat::Ndjson => ndjson_lines(body)
+            .map(|(_, line)| serde_json::from_slice(line))
             .collect::<Result<_, _>>()
             .ok()?,
     };

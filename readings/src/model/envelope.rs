@@ -43,8 +43,18 @@ pub struct WireReading(pub i64, pub String, pub f64);
 
 impl From<&Reading> for WireReading {
     fn from(r: &Reading) -> Self {
-        WireReading(r.time.timestamp_micros(), r.location.clone(), r.temperature)
+        let (time, location, temperature) = wire(r);
+        WireReading(time, location.to_owned(), temperature)
     }
+}
+
+/// A reading in its wire form, borrowing its location: serialised as [`WireReading`] is.
+fn wire(r: &Reading) -> (i64, &str, f64) {
+    (
+        r.time.timestamp_micros(),
+        r.location.as_str(),
+        r.temperature,
+    )
 }
 
 impl WireReading {
@@ -152,12 +162,7 @@ impl Packer {
         let mut text = Vec::with_capacity(readings.len() * 48);
         let mut ends = Vec::with_capacity(readings.len());
         for r in readings {
-            let wire = (
-                r.time.timestamp_micros(),
-                r.location.as_str(),
-                r.temperature,
-            );
-            serde_json::to_writer(&mut text, &wire).map_err(EnvelopeError::Malformed)?;
+            serde_json::to_writer(&mut text, &wire(r)).map_err(EnvelopeError::Malformed)?;
             ends.push(text.len());
         }
         let text = String::from_utf8(text)

@@ -167,14 +167,62 @@ async fn a_part_is_written_once_however_often_it_arrives() {
             (1_003_000_000, "z".into(), 4.0)
         ]
     );
-    let recorded: i64 = db
+    // Each part once, with the number of readings it wrote.
+    let recorded: Vec<(String, i32, Option<i32>)> = db
         .client()
         .await
-        .query_one("SELECT count(*) FROM ingest_batches", &[])
+        .query(
+            "SELECT batch_id, part, readings FROM ingest_batches ORDER BY 1, 2",
+            &[],
+        )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(recorded, 3);
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("a".into(), 0, Some(2)),
+            ("a".into(), 1, Some(1)),
+            ("b".into(), 0, Some(1))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_schema_version_gains_the_part_sizes() {
+    let db = TestDb::new().await;
+    let a0 = part("a", 0, &[(1000, "x", 1.0)]);
+    db.store.write(&[&a0]).await.unwrap();
+    // As version 3 left it: parts recorded without their number of readings.
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE ingest_batches DROP COLUMN readings;
+             UPDATE pipeline_schema SET version = 3;",
+        )
+        .await
+        .unwrap();
+    // A function of this version starting against it.
+    let store = Store::new(&db.config).unwrap();
+    let b0 = part("b", 0, &[(1001, "x", 2.0), (1002, "y", 3.0)]);
+    let r = store.write(&[&a0, &b0]).await.unwrap();
+    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (2, 1, 1));
+    let recorded: Vec<(String, Option<i32>)> = db
+        .client()
+        .await
+        .query(
+            "SELECT batch_id, readings FROM ingest_batches ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(recorded, [("a".into(), None), ("b".into(), Some(2))]);
+    assert_eq!(db.count().await, 3);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use crate::postgres::settings::TimescaleMode;
 const SCHEMA_LOCK: i64 = 0x5e45_0001;
 
 /// Bumped whenever `ensure_schema` creates something new.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// What a setup of the current version recorded, if there was one.
 struct Recorded {
@@ -286,8 +286,11 @@ impl Store {
                  batch_id   TEXT        NOT NULL,
                  part       INTEGER     NOT NULL,
                  written_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                 readings   INTEGER,
                  PRIMARY KEY (batch_id, part)
              );
+             -- Version 4: how many readings each part wrote (NULL for parts written before).
+             ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS readings INTEGER;
              CREATE INDEX IF NOT EXISTS ingest_batches_written_at_idx
                  ON ingest_batches (written_at);
              CREATE TABLE IF NOT EXISTS idempotency_keys (

@@ -31,8 +31,8 @@ pub struct WriteReport {
 const MAX_KNOWN_LOCATIONS: usize = 100_000;
 
 impl Store {
-    /// Writes batch parts in one transaction: records each `(batch id, part)` and COPYs the
-    /// readings of the parts not recorded before. A part already written (a redelivered
+    /// Writes batch parts in one transaction: records each `(batch id, part)` with its number
+    /// of readings and COPYs the readings of the parts not recorded before. A part already written (a redelivered
     /// message, a retried request) is skipped, so each part's rows land exactly once.
     pub async fn write(&self, parts: &[&BatchPart]) -> Result<WriteReport, StoreError> {
         self.ready().await?;
@@ -41,13 +41,19 @@ impl Store {
 
         let ids: Vec<&str> = parts.iter().map(|p| p.id.as_str()).collect();
         let nums: Vec<i32> = parts.iter().map(|p| p.part as i32).collect();
+        // How many readings each part holds, so that a batch's record says when all of it
+        // is in the table (`loadtest --verify` times the lag by it).
+        let sizes: Vec<i32> = parts
+            .iter()
+            .map(|p| i32::try_from(p.readings.len()).unwrap_or(i32::MAX))
+            .collect();
         let new: HashSet<(String, i32)> = tx
             .query(
-                "INSERT INTO ingest_batches (batch_id, part)
-                 SELECT * FROM unnest($1::text[], $2::int4[])
+                "INSERT INTO ingest_batches (batch_id, part, readings)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int4[])
                  ON CONFLICT DO NOTHING
                  RETURNING batch_id, part",
-                &[&ids, &nums],
+                &[&ids, &nums, &sizes],
             )
             .await
             .ctx("recording batch ids")?

@@ -21,12 +21,14 @@ in flight, the next scheduled sends wait for a free slot and that wait counts as
 Every reading carries a `time` (RFC 3339, its send time) and a location \
 `lt-<run id>-<sensor n>`, unique per run, so (location, time) identifies each reading.
 
---verify DATABASE_URL checks the whole pipeline: from the start of the run it polls \
-`count(*)` of this run's rows in sensor_data every 250 ms; after the last request it keeps \
-polling until every accepted reading is there or --verify-timeout passes, then reports \
-readings lost, duplicated and stored although their request failed. The ingest-to-queryable \
-lag of the k-th reading (in send order) is the time the count was first seen at k or above \
-minus that reading's send time; its p50/p99 are reported (resolution: the poll interval).";
+--verify DATABASE_URL checks the whole pipeline: from the start of the run, every 100 ms, it \
+asks ingest_batches which accepted requests (by the batch ids the API answered) have all \
+their readings written, which the writer records in the same transaction as it writes them; \
+after the last request it waits until every accepted request is written or --verify-timeout \
+passes, then counts this run's rows in sensor_data and reports readings lost, duplicated and \
+stored although their request failed. The ingest-to-queryable lag of a reading is the time \
+of the first poll that found its whole request written minus its send time; its p50/p99 are \
+reported (resolution: the poll interval).";
 
 const AFTER_HELP: &str = "\
 Examples:

@@ -82,7 +82,7 @@ pub async fn run(args: Args) -> Result<Verdict> {
         invalid_share: args.invalid_share,
         retry_for: args.retry_for,
         ledger: ledger.clone(),
-        expected: monitor.as_ref().map(verify::Monitor::expected),
+        pending: monitor.as_ref().map(verify::Monitor::pending),
     };
     let run = runner::run(
         schedule,
@@ -113,11 +113,7 @@ pub async fn run(args: Args) -> Result<Verdict> {
                     stats.readings_accepted
                 );
             }
-            let finish = m.finish(
-                stats.readings_accepted,
-                &stats.accepted_sends,
-                args.verify_timeout,
-            );
+            let finish = m.finish(stats.readings_accepted, args.verify_timeout);
             let result = tokio::select! {
                 v = finish => v,
                 // The run's Ctrl-C handler stays installed; honour a Ctrl-C here too.

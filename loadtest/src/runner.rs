@@ -15,7 +15,7 @@ use crate::ledger::Ledger;
 use crate::schedule::{Kind, Schedule};
 use crate::stats::{lock, Completion, Op, Outcome, Stats};
 use crate::target::{self, Target};
-use crate::verify::Expected;
+use crate::verify::Pending;
 
 /// When the first this-many answers are all transport errors, the run stops: the target is
 /// down, and thousands of identical errors would tell nothing more.
@@ -40,8 +40,8 @@ pub struct Sending {
     pub retry_for: Option<Duration>,
     /// Where every reading's outcome goes.
     pub ledger: Option<Arc<Ledger>>,
-    /// Where --verify learns which readings to expect, as requests are sent and answered.
-    pub expected: Option<Arc<Expected>>,
+    /// Where --verify learns which requests were accepted, and as which batch ids.
+    pub pending: Option<Arc<Pending>>,
 }
 
 pub struct Run {
@@ -104,32 +104,25 @@ pub async fn run(
         }
         let count = readings.len() as u32;
         lock(&stats).sent(op, count);
-        let spread = match &sending.expected {
-            Some(expected) if op == Op::Ingest => {
-                Some(expected.sending(readings.iter().map(|r| r.micros)))
-            }
-            _ => None,
-        };
         let target = target.clone();
         let stats = stats.clone();
         let sending = sending.clone();
         tokio::spawn(async move {
-            let (outcome, attempts) = match &location {
-                Some(location) => (target.query(location).await, 1),
+            let (outcome, attempts, batch_id) = match &location {
+                Some(location) => (target.query(location).await, 1, None),
                 None => ingest(&target, &readings, key.as_deref(), sending.retry_for).await,
             };
             if let Some(ledger) = &sending.ledger {
                 ledger.record(&readings, &outcome);
             }
-            if let (Some(expected), Some(spread)) = (&sending.expected, &spread) {
-                expected.answered(spread, outcome.is_success());
+            if let (Some(pending), Some(id)) = (&sending.pending, batch_id) {
+                pending.accepted(id, sent_at.timestamp_micros(), count);
             }
             let now = Instant::now();
             let completion = Completion {
                 op,
                 readings: count,
                 latency: now.saturating_duration_since(due),
-                sent_at_micros: sent_at.timestamp_micros(),
                 outcome,
                 attempts,
             };
@@ -162,13 +155,14 @@ pub async fn run(
 }
 
 /// POSTs `readings`, retrying what [`target::retryable`] allows while `retry_for` lasts from
-/// the first send, with jittered exponential backoff. Returns the last outcome and the tries.
+/// the first send, with jittered exponential backoff. Returns the last outcome, the tries
+/// and the batch id an accepting answer gave.
 async fn ingest(
     target: &Target,
     readings: &[Reading],
     key: Option<&str>,
     retry_for: Option<Duration>,
-) -> (Outcome, u32) {
+) -> (Outcome, u32, Option<String>) {
     let body = match target::encode(readings) {
         Ok(b) => b,
         Err(e) => {
@@ -176,23 +170,23 @@ async fn ingest(
                 kind: "encode",
                 detail: e.to_string(),
             };
-            return (outcome, 1);
+            return (outcome, 1, None);
         }
     };
     let first = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     let mut attempts = 1;
     loop {
-        let outcome = target.post(body.clone(), key).await;
+        let (outcome, batch_id) = target.post(body.clone(), key).await;
         let Some(budget) = retry_for else {
-            return (outcome, attempts);
+            return (outcome, attempts, batch_id);
         };
         if !target::retryable(&outcome, key.is_some()) {
-            return (outcome, attempts);
+            return (outcome, attempts, batch_id);
         }
         let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
         if first.elapsed() + wait > budget {
-            return (outcome, attempts);
+            return (outcome, attempts, batch_id);
         }
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);

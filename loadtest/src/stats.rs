@@ -36,8 +36,6 @@ pub struct Completion {
     pub readings: u32,
     /// From the scheduled send time to the end of the answer.
     pub latency: Duration,
-    /// When the readings were sent, epoch µs (their `time`).
-    pub sent_at_micros: i64,
     pub outcome: Outcome,
     /// Tries, 1 when the request was not retried.
     pub attempts: u32,
@@ -106,8 +104,6 @@ pub struct Stats {
     pub recovered: u64,
     pub timeline: Vec<Second>,
     current: Current,
-    /// (send time in epoch µs, readings) of every accepted ingest request.
-    pub accepted_sends: Vec<(i64, u32)>,
 }
 
 impl Stats {
@@ -130,7 +126,6 @@ impl Stats {
             recovered: 0,
             timeline: Vec::new(),
             current: Current::new(0),
-            accepted_sends: Vec::new(),
         }
     }
 
@@ -165,7 +160,6 @@ impl Stats {
             if c.op == Op::Ingest {
                 self.readings_accepted += u64::from(c.readings);
                 cur.readings += u64::from(c.readings);
-                self.accepted_sends.push((c.sent_at_micros, c.readings));
             }
         } else {
             cur.errors += 1;
@@ -259,7 +253,6 @@ mod tests {
             op,
             readings,
             latency: Duration::from_millis(latency_ms),
-            sent_at_micros: 0,
             outcome,
             attempts: 1,
         }
@@ -290,7 +283,6 @@ mod tests {
         assert_eq!(s.status.get(&202), Some(&1));
         assert_eq!(s.status.get(&503), Some(&1));
         assert_eq!(s.transport.get("connect"), Some(&1));
-        assert_eq!(s.accepted_sends.len(), 1);
         let t: Vec<_> = s
             .timeline
             .iter()

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
 
 use crate::fleet::Reading;
 use crate::stats::Outcome;
@@ -66,19 +67,9 @@ impl Target {
         Ok(())
     }
 
-    /// POSTs readings: one JSON object for one reading (the tutorial's body), else an array.
-    pub async fn ingest(&self, readings: &[Reading]) -> Outcome {
-        match encode(readings) {
-            Ok(body) => self.post(body, None).await,
-            Err(e) => Outcome::Transport {
-                kind: "encode",
-                detail: e.to_string(),
-            },
-        }
-    }
-
-    /// POSTs an encoded body, with an `Idempotency-Key` header when `key` is given.
-    pub async fn post(&self, body: Vec<u8>, key: Option<&str>) -> Outcome {
+    /// POSTs an encoded body, with an `Idempotency-Key` header when `key` is given. Returns
+    /// the outcome and, for a 2xx answer that names one, the batch id of the readings.
+    pub async fn post(&self, body: Vec<u8>, key: Option<&str>) -> (Outcome, Option<String>) {
         let mut request = self
             .client
             .post(self.ingest_url.clone())
@@ -87,7 +78,12 @@ impl Target {
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
-        outcome(request).await
+        let (outcome, body) = answer(request).await;
+        let batch_id = body
+            .filter(|_| outcome.is_success())
+            .and_then(|b| serde_json::from_slice::<Receipt>(&b).ok())
+            .map(|r| r.batch_id);
+        (outcome, batch_id)
     }
 
     /// GETs the newest readings of one location.
@@ -98,13 +94,20 @@ impl Target {
                 detail: "no --query-url".into(),
             };
         };
-        outcome(
+        answer(
             self.client
                 .get(url.clone())
                 .query(&[("location", location)]),
         )
         .await
+        .0
     }
+}
+
+/// What the ingest API answers a request it accepted: `{"accepted": n, "batch_id": "..."}`.
+#[derive(Deserialize)]
+struct Receipt {
+    batch_id: String,
 }
 
 /// The body of a POST: one JSON object for one reading (the tutorial's body), else an array.
@@ -136,21 +139,25 @@ fn parse_url(flag: &str, url: &str) -> Result<reqwest::Url> {
     Ok(parsed)
 }
 
-/// Sends a request and reads the whole answer (so the connection can be reused).
-async fn outcome(request: reqwest::RequestBuilder) -> Outcome {
+/// Sends a request and reads the whole answer (so the connection can be reused); returns
+/// the outcome, and the body when there was one.
+async fn answer(request: reqwest::RequestBuilder) -> (Outcome, Option<Vec<u8>>) {
     let result = async {
         let response = request.send().await?;
         let status = response.status().as_u16();
-        response.bytes().await?;
-        Ok::<_, reqwest::Error>(status)
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
     }
     .await;
     match result {
-        Ok(status) => Outcome::Status(status),
-        Err(e) => Outcome::Transport {
-            kind: kind(&e),
-            detail: describe(&e),
-        },
+        Ok((status, body)) => (Outcome::Status(status), Some(body.to_vec())),
+        Err(e) => (
+            Outcome::Transport {
+                kind: kind(&e),
+                detail: describe(&e),
+            },
+            None,
+        ),
     }
 }
 

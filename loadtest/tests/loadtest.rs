@@ -582,3 +582,99 @@ async fn requests_without_a_key_are_not_retried_after_an_answer_and_invalid_ones
     assert_eq!(refused + acked, 40, "{text}");
     assert!(refused > 0 && refused % 4 == 0, "{refused} refused");
 }
+
+/// A stand-in for the pipeline whose writer is slow on purpose: each accepted request of two
+/// readings gets a batch id, its first reading is written (with its batch record, as the
+/// writer does) at once and its second, as a second part, `second_part_after` later.
+async fn split_writer(db: &TestDb, second_part_after: Duration) -> String {
+    db.store.ensure_schema().await.unwrap();
+    let url = db.config.url.clone();
+    let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/sensor",
+        axum::routing::post(move |body: String| {
+            let (url, n) = (url.clone(), n.clone());
+            async move {
+                let readings: Vec<Value> = serde_json::from_str(&body).unwrap();
+                let id = format!("b-{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+                let (batch, accepted) = (id.clone(), readings.len());
+                tokio::spawn(async move {
+                    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    for (part, r) in readings.iter().enumerate() {
+                        if part > 0 {
+                            tokio::time::sleep(second_part_after).await;
+                        }
+                        let tx = client.transaction().await.unwrap();
+                        tx.execute(
+                            "INSERT INTO sensor_data (time, location, temperature)
+                             VALUES ($1::text::timestamptz, $2, $3)",
+                            &[
+                                &r["time"].as_str().unwrap(),
+                                &r["location"].as_str().unwrap(),
+                                &r["temperature"].as_f64().unwrap(),
+                            ],
+                        )
+                        .await
+                        .unwrap();
+                        tx.execute(
+                            "INSERT INTO ingest_batches (batch_id, part, readings)
+                             VALUES ($1, $2, 1)",
+                            &[&batch, &(part as i32)],
+                        )
+                        .await
+                        .unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                });
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({"accepted": accepted, "batch_id": id})),
+                )
+            }
+        }),
+    );
+    listen(app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_counts_as_queryable_only_once_all_its_parts_are_written() {
+    let db = TestDb::new().await;
+    let url = split_writer(&db, Duration::from_millis(800)).await;
+    let json = scratch("parts").join("out.json");
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "20",
+        "--readings",
+        "20",
+        "--batch",
+        "2",
+        "--verify",
+        &db.config.url,
+        "--verify-timeout",
+        "20s",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let v = read_json(&json);
+    let verify = &v["verify"];
+    assert_eq!(verify["expected"], 20, "{verify}");
+    assert_eq!(verify["lost"], 0, "{verify}");
+    assert_eq!(verify["duplicated"], 0, "{verify}");
+    // Every reading waits for its request's second part: none is queryable sooner.
+    let lag = &verify["lag_ms"];
+    assert!(lag["p50"].as_f64().unwrap() >= 800.0, "{lag}");
+    let seen: u64 = verify["lag_timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["readings"].as_u64().unwrap())
+        .sum();
+    assert_eq!(seen, 20, "{verify}");
+}

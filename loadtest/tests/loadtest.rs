@@ -583,10 +583,11 @@ async fn requests_without_a_key_are_not_retried_after_an_answer_and_invalid_ones
     assert!(refused > 0 && refused % 4 == 0, "{refused} refused");
 }
 
-/// A stand-in for the pipeline whose writer is slow on purpose: each accepted request of two
-/// readings gets a batch id, its first reading is written (with its batch record, as the
-/// writer does) at once and its second, as a second part, `second_part_after` later.
-async fn split_writer(db: &TestDb, second_part_after: Duration) -> String {
+/// A stand-in for the pipeline whose writer is slow on purpose: each accepted request gets a
+/// batch id, its first reading is written (with its batch record, as the writer does) at
+/// once and each next one, as a part of its own, `next_part_after` later; every reading is
+/// written `copies` times.
+async fn split_writer(db: &TestDb, next_part_after: Duration, copies: usize) -> String {
     db.store.ensure_schema().await.unwrap();
     let url = db.config.url.clone();
     let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -605,20 +606,22 @@ async fn split_writer(db: &TestDb, second_part_after: Duration) -> String {
                     tokio::spawn(conn);
                     for (part, r) in readings.iter().enumerate() {
                         if part > 0 {
-                            tokio::time::sleep(second_part_after).await;
+                            tokio::time::sleep(next_part_after).await;
                         }
                         let tx = client.transaction().await.unwrap();
-                        tx.execute(
-                            "INSERT INTO sensor_data (time, location, temperature)
-                             VALUES ($1::text::timestamptz, $2, $3)",
-                            &[
-                                &r["time"].as_str().unwrap(),
-                                &r["location"].as_str().unwrap(),
-                                &r["temperature"].as_f64().unwrap(),
-                            ],
-                        )
-                        .await
-                        .unwrap();
+                        for _ in 0..copies {
+                            tx.execute(
+                                "INSERT INTO sensor_data (time, location, temperature)
+                                 VALUES ($1::text::timestamptz, $2, $3)",
+                                &[
+                                    &r["time"].as_str().unwrap(),
+                                    &r["location"].as_str().unwrap(),
+                                    &r["temperature"].as_f64().unwrap(),
+                                ],
+                            )
+                            .await
+                            .unwrap();
+                        }
                         tx.execute(
                             "INSERT INTO ingest_batches (batch_id, part, readings)
                              VALUES ($1, $2, 1)",
@@ -642,7 +645,7 @@ async fn split_writer(db: &TestDb, second_part_after: Duration) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_counts_as_queryable_only_once_all_its_parts_are_written() {
     let db = TestDb::new().await;
-    let url = split_writer(&db, Duration::from_millis(800)).await;
+    let url = split_writer(&db, Duration::from_millis(800), 1).await;
     let json = scratch("parts").join("out.json");
     let out = loadtest(&[
         "--ingest-url",
@@ -677,4 +680,37 @@ async fn a_request_counts_as_queryable_only_once_all_its_parts_are_written() {
         .map(|s| s["readings"].as_u64().unwrap())
         .sum();
     assert_eq!(seen, 20, "{verify}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_readings_stored_twice() {
+    let db = TestDb::new().await;
+    let url = split_writer(&db, Duration::ZERO, 2).await;
+    let json = scratch("twice").join("out.json");
+    let out = loadtest(&[
+        "--ingest-url",
+        &url,
+        "--rate",
+        "30",
+        "--readings",
+        "9",
+        "--batch",
+        "3",
+        "--sensors",
+        "2",
+        "--verify",
+        &db.config.url,
+        "--verify-timeout",
+        "20s",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    let v = read_json(&json);
+    let verify = &v["verify"];
+    assert_eq!(verify["rows"], 18, "{verify}");
+    assert_eq!(verify["duplicated"], 9, "{verify}");
+    assert_eq!(verify["lost"], 0, "{verify}");
+    assert_eq!(verify["complete"], true, "{verify}");
 }

@@ -48,10 +48,10 @@ struct Sent {
 
 /// An accepted request whose readings a poll saw in full: sent and seen in epoch µs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Landed {
-    pub sent: i64,
-    pub readings: u32,
-    pub seen: i64,
+struct Landed {
+    sent: i64,
+    readings: u32,
+    seen: i64,
 }
 
 impl Pending {
@@ -73,15 +73,17 @@ impl Pending {
     fn seen(&self, recorded: &[(String, i64)], at: i64, landed: &mut Vec<Landed>) {
         let mut waiting = self.lock();
         for (id, written) in recorded {
-            let done = waiting
+            if waiting
                 .get(id)
-                .is_some_and(|s| *written >= i64::from(s.readings));
-            if let Some(sent) = done.then(|| waiting.remove(id)).flatten() {
-                landed.push(Landed {
-                    sent: sent.at,
-                    readings: sent.readings,
-                    seen: at,
-                });
+                .is_some_and(|s| *written >= i64::from(s.readings))
+            {
+                if let Some(sent) = waiting.remove(id) {
+                    landed.push(Landed {
+                        sent: sent.at,
+                        readings: sent.readings,
+                        seen: at,
+                    });
+                }
             }
         }
     }
@@ -291,15 +293,12 @@ async fn poll(
         let recorded = if ids.is_empty() {
             Ok(Vec::new())
         } else {
-            match &client {
-                Some(c) => written(c, &ids).await,
-                None => match connect(&url).await {
-                    Ok(c) => {
-                        at = Utc::now();
-                        written(client.insert(c), &ids).await
-                    }
-                    Err(e) => Err(e),
-                },
+            match connected(&mut client, &url).await {
+                Ok(c) => {
+                    at = Utc::now();
+                    written(c, &ids).await
+                }
+                Err(e) => Err(e),
             }
         };
         next = began + POLL_EVERY.max(began.elapsed() * 4);
@@ -323,6 +322,14 @@ async fn poll(
                 return Ok(Polled { landed, polls });
             }
         }
+    }
+}
+
+/// The open connection, or a new one when the last broke.
+async fn connected<'a>(client: &'a mut Option<Client>, url: &str) -> Result<&'a Client> {
+    match client {
+        Some(c) => Ok(c),
+        None => Ok(client.insert(connect(url).await?)),
     }
 }
 

@@ -41,6 +41,40 @@ fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// Runs the binary against `url` with `args`, `--verify` on `db` (waiting at most
+/// `timeout`) and its JSON summary in a scratch directory named `name`; returns its output
+/// and the summary.
+async fn verified_run(
+    name: &str,
+    url: &str,
+    db: &TestDb,
+    timeout: &str,
+    args: &[&str],
+) -> (Output, Value) {
+    let json = scratch(name).join("out.json");
+    let mut all = vec!["--ingest-url", url, "--verify", &db.config.url];
+    all.extend([
+        "--verify-timeout",
+        timeout,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    all.extend(args);
+    let out = loadtest(&all).await;
+    let summary = read_json(&json);
+    (out, summary)
+}
+
+/// How many readings the lag timeline of a `--verify` summary covers.
+fn lag_readings(verify: &Value) -> u64 {
+    verify["lag_timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["readings"].as_u64().unwrap())
+        .sum()
+}
+
 /// A scratch directory for output files.
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
@@ -111,8 +145,7 @@ async fn a_run_lands_every_reading_exactly_once() {
     assert!(picture.contains("requests/s") && picture.contains("ingest-to-queryable lag"));
     let lag = verify["lag_timeline"].as_array().unwrap();
     assert!(lag.len() >= 3, "{verify}");
-    let seen: u64 = lag.iter().map(|s| s["readings"].as_u64().unwrap()).sum();
-    assert_eq!(seen, 600);
+    assert_eq!(lag_readings(verify), 600);
 
     // The run's rows, by its tag.
     let run = v["run_id"].as_str().unwrap();
@@ -381,23 +414,13 @@ async fn verify_reports_accepted_readings_that_never_arrive() {
     // Answers 202 but stores nothing.
     let (url, _seen) = capture(StatusCode::ACCEPTED).await;
     let db = TestDb::new().await;
-    let json = scratch("lost").join("out.json");
-    let out = loadtest(&[
-        "--ingest-url",
+    let (out, v) = verified_run(
+        "lost",
         &url,
-        "--rate",
-        "100",
-        "--readings",
-        "20",
-        "--batch",
-        "4",
-        "--verify",
-        &db.config.url,
-        "--verify-timeout",
+        &db,
         "1s",
-        "--json",
-        json.to_str().unwrap(),
-    ])
+        &["--rate", "100", "--readings", "20", "--batch", "4"],
+    )
     .await;
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
     let err = stderr(&out);
@@ -405,7 +428,6 @@ async fn verify_reports_accepted_readings_that_never_arrive() {
         err.contains("verify: 20 of 20 accepted readings lost"),
         "{err}"
     );
-    let v = read_json(&json);
     assert_eq!(v["verify"]["lost"], 20, "{v}");
     assert_eq!(v["verify"]["rows"], 0);
     assert_eq!(v["verify"]["complete"], false);
@@ -646,26 +668,15 @@ async fn split_writer(db: &TestDb, next_part_after: Duration, copies: usize) -> 
 async fn a_request_counts_as_queryable_only_once_all_its_parts_are_written() {
     let db = TestDb::new().await;
     let url = split_writer(&db, Duration::from_millis(800), 1).await;
-    let json = scratch("parts").join("out.json");
-    let out = loadtest(&[
-        "--ingest-url",
+    let (out, v) = verified_run(
+        "parts",
         &url,
-        "--rate",
-        "20",
-        "--readings",
-        "20",
-        "--batch",
-        "2",
-        "--verify",
-        &db.config.url,
-        "--verify-timeout",
+        &db,
         "20s",
-        "--json",
-        json.to_str().unwrap(),
-    ])
+        &["--rate", "20", "--readings", "20", "--batch", "2"],
+    )
     .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    let v = read_json(&json);
     let verify = &v["verify"];
     assert_eq!(verify["expected"], 20, "{verify}");
     assert_eq!(verify["lost"], 0, "{verify}");
@@ -673,41 +684,31 @@ async fn a_request_counts_as_queryable_only_once_all_its_parts_are_written() {
     // Every reading waits for its request's second part: none is queryable sooner.
     let lag = &verify["lag_ms"];
     assert!(lag["p50"].as_f64().unwrap() >= 800.0, "{lag}");
-    let seen: u64 = verify["lag_timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["readings"].as_u64().unwrap())
-        .sum();
-    assert_eq!(seen, 20, "{verify}");
+    assert_eq!(lag_readings(verify), 20, "{verify}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_readings_stored_twice() {
     let db = TestDb::new().await;
     let url = split_writer(&db, Duration::ZERO, 2).await;
-    let json = scratch("twice").join("out.json");
-    let out = loadtest(&[
-        "--ingest-url",
+    let (out, v) = verified_run(
+        "twice",
         &url,
-        "--rate",
-        "30",
-        "--readings",
-        "9",
-        "--batch",
-        "3",
-        "--sensors",
-        "2",
-        "--verify",
-        &db.config.url,
-        "--verify-timeout",
+        &db,
         "20s",
-        "--json",
-        json.to_str().unwrap(),
-    ])
+        &[
+            "--rate",
+            "30",
+            "--readings",
+            "9",
+            "--batch",
+            "3",
+            "--sensors",
+            "2",
+        ],
+    )
     .await;
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
-    let v = read_json(&json);
     let verify = &v["verify"];
     assert_eq!(verify["rows"], 18, "{verify}");
     assert_eq!(verify["duplicated"], 9, "{verify}");

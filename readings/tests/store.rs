@@ -168,20 +168,8 @@ async fn a_part_is_written_once_however_often_it_arrives() {
         ]
     );
     // Each part once, with the number of readings it wrote.
-    let recorded: Vec<(String, i32, Option<i32>)> = db
-        .client()
-        .await
-        .query(
-            "SELECT batch_id, part, readings FROM ingest_batches ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
     assert_eq!(
-        recorded,
+        recorded_parts(&db).await,
         [
             ("a".into(), 0, Some(2)),
             ("a".into(), 1, Some(1)),
@@ -209,20 +197,26 @@ async fn a_database_of_the_previous_schema_version_gains_the_part_sizes() {
     let b0 = part("b", 0, &[(1001, "x", 2.0), (1002, "y", 3.0)]);
     let r = store.write(&[&a0, &b0]).await.unwrap();
     assert_eq!((r.rows, r.parts_written, r.parts_skipped), (2, 1, 1));
-    let recorded: Vec<(String, Option<i32>)> = db
-        .client()
+    assert_eq!(
+        recorded_parts(&db).await,
+        [("a".into(), 0, None), ("b".into(), 0, Some(2))]
+    );
+    assert_eq!(db.count().await, 3);
+}
+
+/// The batch parts `ingest_batches` records: (batch id, part, number of readings).
+async fn recorded_parts(db: &TestDb) -> Vec<(String, i32, Option<i32>)> {
+    db.client()
         .await
         .query(
-            "SELECT batch_id, readings FROM ingest_batches ORDER BY 1",
+            "SELECT batch_id, part, readings FROM ingest_batches ORDER BY 1, 2",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(recorded, [("a".into(), None), ("b".into(), Some(2))]);
-    assert_eq!(db.count().await, 3);
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
 }
 
 #[tokio::test]

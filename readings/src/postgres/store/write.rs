@@ -32,8 +32,9 @@ const MAX_KNOWN_LOCATIONS: usize = 100_000;
 
 impl Store {
     /// Writes batch parts in one transaction: records each `(batch id, part)` with its number
-    /// of readings and COPYs the readings of the parts not recorded before. A part already written (a redelivered
-    /// message, a retried request) is skipped, so each part's rows land exactly once.
+    /// of readings and COPYs the readings of the parts not recorded before. A part already
+    /// written (a redelivered message, a retried request) is skipped, so each part's rows
+    /// land exactly once.
     pub async fn write(&self, parts: &[&BatchPart]) -> Result<WriteReport, StoreError> {
         self.ready().await?;
         let mut client = self.pool.get().await?;

@@ -334,6 +334,12 @@ pub enum Checked {
     Denied(Denied, Option<String>),
 }
 
+/// The id of the API key a request was let through with, put in the request's extensions
+/// by [`Auth::protect`]'s layer. Absent when keys are not checked (`AUTH=off`). Ingest scopes
+/// `Idempotency-Key`s by it, so two tenants' keys never name the same batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyId(pub String);
+
 /// Whether and how the HTTP routes check API keys.
 #[derive(Clone)]
 pub enum Auth {
@@ -375,11 +381,14 @@ impl Auth {
 
 async fn guard(
     State((checker, scope)): State<(Arc<KeyChecker>, Scope)>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     match checker.check(request.headers(), scope).await {
-        Ok(Checked::Allowed(_)) => next.run(request).await,
+        Ok(Checked::Allowed(id)) => {
+            request.extensions_mut().insert(KeyId(id));
+            next.run(request).await
+        }
         Ok(Checked::Denied(denied, key_id)) => {
             tracing::info!(reason = denied.reason(), key_id = key_id.as_deref().unwrap_or("-"),
                 scope = %scope, "request refused: API key");

@@ -6,14 +6,15 @@ pub mod poller;
 
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use readings::config::{
     in_lambda, DbConfig, LifecycleConfig, PollerConfig, QueueConfig, WriterConfig,
 };
-use readings::queue;
-use readings::writer::{DeadLetterQueue, Writer};
+use readings::queue::{self, Sender};
+use readings::writer::Writer;
 use readings::Store;
+use serde_json::{json, Value};
 
 /// Time kept back from a deadline to send the answer.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -27,10 +28,10 @@ pub async fn writer_from_env() -> anyhow::Result<Writer> {
         .with_retention(config.batch_record_retention)
         .with_lifecycle(LifecycleConfig::from_env()?);
     Ok(match config.dlq_url {
-        Some(url) => writer.with_dead_letter_queue(DeadLetterQueue {
-            client: queue::client().await,
-            url,
-        }),
+        // Letters are sized to the DLQ's own MaximumMessageSize.
+        Some(url) => {
+            writer.with_dead_letter_queue(Sender::connect(queue::client().await, &url, None).await?)
+        }
         None => {
             tracing::warn!("DLQ_URL is not set: poison messages cycle until the queue's redrive policy moves them");
             writer
@@ -44,13 +45,11 @@ pub async fn run() -> anyhow::Result<()> {
     let writer = writer_from_env().await?;
     if in_lambda() {
         // The pool lives in `writer`, created once per process and reused by every invocation.
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
             let writer = writer.clone();
             async move {
                 let deadline = lambda_deadline(event.context.deadline);
-                Ok::<SqsBatchResponse, lambda_runtime::Error>(
-                    writer.handle(event.payload, deadline).await,
-                )
+                handle_event(&writer, event.payload, deadline).await
             }
         }))
         .await
@@ -63,6 +62,47 @@ pub async fn run() -> anyhow::Result<()> {
         poller
             .run(readings::observability::telemetry::shutdown_signal())
             .await
+    }
+}
+
+/// What the writer function is invoked with.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Messages from the SQS event source mapping.
+    Sqs(Box<SqsEvent>),
+    /// The EventBridge schedule (or `{"maintenance": true}`): run [`Writer::maintain`].
+    Maintenance,
+}
+
+impl Invocation {
+    /// Reads an invocation's payload.
+    pub fn from_payload(payload: Value) -> Result<Invocation, String> {
+        if payload.get("Records").is_some() {
+            return serde_json::from_value(payload)
+                .map(|e| Invocation::Sqs(Box::new(e)))
+                .map_err(|e| format!("an SQS event that does not parse: {e}"));
+        }
+        let scheduled =
+            payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
+        if scheduled || payload.get("maintenance") == Some(&Value::Bool(true)) {
+            return Ok(Invocation::Maintenance);
+        }
+        Err("not an SQS event, a scheduled event or {\"maintenance\": true}".into())
+    }
+}
+
+/// One Lambda invocation: a batch of messages, or the scheduled maintenance.
+pub async fn handle_event(
+    writer: &Writer,
+    payload: Value,
+    deadline: Instant,
+) -> Result<Value, lambda_runtime::Error> {
+    match Invocation::from_payload(payload)? {
+        Invocation::Sqs(event) => Ok(serde_json::to_value(writer.handle(*event, deadline).await)?),
+        Invocation::Maintenance => {
+            writer.maintain(deadline).await;
+            Ok(json!({"maintenance": "done"}))
+        }
     }
 }
 

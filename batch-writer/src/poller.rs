@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use aws_sdk_sqs::Client;
 use readings::config::PollerConfig;
@@ -103,8 +103,23 @@ impl Poller {
                 }
             })
         };
+        // The writer's maintenance, as the EventBridge schedule invokes it under Lambda: at
+        // start, then every `maintenance_every`, each run within a visibility timeout.
+        let maintenance = {
+            let poller = self.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(poller.config.maintenance_every);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let deadline = std::time::Instant::now() + poller.config.visibility_timeout;
+                    poller.writer.maintain(deadline).await;
+                }
+            })
+        };
         shutdown.await;
         reporter.abort();
+        maintenance.abort();
         // The receiver side may already be gone if every loop ended; nothing to stop then.
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}
@@ -295,6 +310,18 @@ fn to_event_message(m: Message) -> SqsMessage {
         .unwrap_or_default()
         .into_iter()
         .map(|(k, v)| (k.as_str().to_owned(), v))
+        .collect();
+    e.message_attributes = m
+        .message_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let mut a = SqsMessageAttribute::default();
+            a.data_type = Some(v.data_type);
+            a.string_value = v.string_value;
+            a.string_list_values = v.string_list_values.unwrap_or_default();
+            (k, a)
+        })
         .collect();
     e.message_id = m.message_id;
     e.receipt_handle = m.receipt_handle;

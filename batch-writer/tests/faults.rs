@@ -16,7 +16,7 @@ use readings::model::envelope::pack;
 use readings::queue::deadletter::{ATTR_CLASS, ATTR_ORIGINAL_ID, ATTR_REASON};
 use readings::queue::Sender;
 use readings::testing::{sample_readings, sqs_message, PrivateCluster, TestDb, TestQueue};
-use readings::writer::{DeadLetterQueue, Writer};
+use readings::writer::Writer;
 use readings::Store;
 use serde_json::{json, Value};
 
@@ -37,10 +37,7 @@ fn soon() -> Instant {
 }
 
 fn writer(store: Store, q: &TestQueue) -> Writer {
-    Writer::new(store).with_dead_letter_queue(DeadLetterQueue {
-        client: q.client.clone(),
-        url: q.dlq_url.clone(),
-    })
+    Writer::new(store).with_dead_letter_queue(q.dlq_sender())
 }
 
 fn poller(q: &TestQueue, writer: Writer, visibility: Duration) -> Poller {
@@ -53,6 +50,7 @@ fn poller(q: &TestQueue, writer: Writer, visibility: Duration) -> Poller {
             wait: Duration::from_secs(1),
             visibility_timeout: visibility,
             pollers: 2,
+            maintenance_every: Duration::from_secs(3600),
         },
         writer,
     )
@@ -189,7 +187,9 @@ async fn postgres_down_for_30_seconds_loses_and_doubles_nothing() {
     let cluster = PrivateCluster::start();
     let q = TestQueue::new().await;
     let store = Store::new(&cluster.db_config()).unwrap();
-    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let sender = Sender::new(q.client.clone(), &q.config)
+        .await
+        .expect("a sender for the test queue");
     let config = readings::testing::ingest_config();
     // Keys checked, their lookups cached for only a second: through the outage the key the
     // database vouched for before it went down keeps working.
@@ -341,7 +341,9 @@ async fn poison_messages_go_to_the_dlq_with_reasons_and_the_rest_is_written() {
 async fn a_retried_post_with_the_same_key_writes_once_and_another_body_is_422() {
     let db = TestDb::new().await;
     let q = TestQueue::new().await;
-    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let sender = Sender::new(q.client.clone(), &q.config)
+        .await
+        .expect("a sender for the test queue");
     let config = readings::testing::ingest_config();
     let app = ingest_api::router(
         Arc::new(Ingestor::new(config, sender, db.store.clone())),

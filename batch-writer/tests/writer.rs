@@ -84,6 +84,7 @@ fn poller_config() -> PollerConfig {
         wait: Duration::from_secs(1),
         visibility_timeout: Duration::from_secs(2),
         pollers: 1,
+        maintenance_every: Duration::from_secs(3600),
     }
 }
 

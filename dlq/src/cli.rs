@@ -28,6 +28,12 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
+    /// How long the writer keeps its batch records (its BATCH_RECORD_RETENTION_DAYS).
+    /// `replay` and `import` refuse dead letters enqueued more than this less a day ago,
+    /// unless given --force.
+    #[arg(long, env = "BATCH_RECORD_RETENTION_DAYS", default_value_t = 21, global = true, help_heading = "Global options", value_parser = clap::value_parser!(u64).range(15..))]
+    pub record_retention_days: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,9 +64,14 @@ pub enum Command {
     /// Move dead letters back to the main queue.
     ///
     /// Each message is sent to the main queue (its original body, without the failure
-    /// attributes) and only then deleted from the dead-letter queue, so an interrupted
-    /// replay can at worst send a message twice, which the writer's batch-id records make
-    /// harmless; run it again to finish. Ctrl-C stops after the message batch in flight.
+    /// attributes, with the time its readings were first enqueued) and only then deleted
+    /// from the dead-letter queue, so an interrupted replay can at worst send a message
+    /// twice, which the writer's batch records make harmless; run it again to finish.
+    /// Ctrl-C stops after the message batch in flight.
+    ///
+    /// Dead letters enqueued longer ago than the writer's batch records are kept (less a
+    /// day's margin) are refused: the records that make a second copy of their readings
+    /// write nothing may be gone.
     Replay {
         /// Only messages whose failure class is exactly R, or whose reason contains R
         /// (case-insensitive).
@@ -80,14 +91,20 @@ pub enum Command {
         /// List what would move, and move nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Let SQS move every message (StartMessageMoveTask); no filters. Not every SQS
-        /// endpoint supports it (moto does not).
-        #[arg(long, conflicts_with_all = ["reason", "since", "max", "dry_run"])]
+        /// Replay dead letters older than the batch records too, and have the writer write
+        /// them: readings of theirs that were written before are then stored twice.
+        #[arg(long)]
+        force: bool,
+        /// Let SQS move every message (StartMessageMoveTask); no filters, no age check here
+        /// (the writer dead-letters expired messages again). Not every SQS endpoint
+        /// supports it (moto does not).
+        #[arg(long, conflicts_with_all = ["reason", "since", "max", "dry_run", "force"])]
         native: bool,
     },
 
     /// Write every dead letter to FILE as one JSON object per line (message_id, body,
-    /// attributes, sent_timestamp, receive_count, class, reason), without consuming them.
+    /// attributes, sent_timestamp, enqueued_at, receive_count, class, reason), without
+    /// consuming them.
     Export {
         /// The file to write (replaced if it exists).
         file: PathBuf,
@@ -96,10 +113,15 @@ pub enum Command {
     /// Send every line of an export file back to the dead-letter queue, with the same body
     /// and failure attributes.
     ///
-    /// Running it twice sends every message twice.
+    /// Running it twice sends every message twice. Dead letters older than the batch
+    /// records are refused, as by `replay`.
     Import {
         /// A file written by `dlq export`.
         file: PathBuf,
+        /// Import dead letters older than the batch records too (`replay` still refuses
+        /// them without its own --force).
+        #[arg(long)]
+        force: bool,
     },
 
     /// Delete every message on the dead-letter queue.

@@ -24,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         queue_url: cli.queue_url.clone(),
         dlq_url: cli.dlq_url.clone(),
     };
+    let age = message::AgeLimit::new(cli.record_retention_days);
     match cli.command {
         Command::Stats => commands::stats(&queues, ui).await,
         Command::Peek { count, reason } => {
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             max,
             rate,
             dry_run,
+            force,
             native,
         } => {
             if native {
@@ -49,12 +51,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                     max: max.map(|m| m as usize),
                     rate,
                     dry_run,
+                    age,
+                    force,
                 };
                 commands::replay(&queues, ui, &filter, options).await
             }
         }
         Command::Export { file } => commands::export(&queues, ui, &file).await,
-        Command::Import { file } => commands::import(&queues, ui, &file).await,
+        Command::Import { file, force } => commands::import(&queues, ui, &file, age, force).await,
         Command::Purge { yes } => commands::purge(&queues, ui, yes).await,
     }
 }

@@ -2,9 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use anyhow::{bail, Result};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use chrono::{DateTime, Utc};
-use readings::queue::deadletter::{ATTR_CLASS, ATTR_FAILED_AT, ATTR_REASON};
+use chrono::{DateTime, TimeDelta, Utc};
+use readings::queue::deadletter::{ATTR_CLASS, ATTR_ENQUEUED_AT, ATTR_FAILED_AT, ATTR_REASON};
+use readings::writer::EXPIRY_MARGIN;
 use serde::Serialize;
 
 /// The class shown for messages that SQS's redrive policy moved (they carry no attributes).
@@ -79,6 +81,21 @@ impl DeadMessage {
             .or(self.sent_at)
     }
 
+    /// When its readings were first enqueued: the envelope's `at` (version 2), else the
+    /// `enqueued_at` attribute, else (the redrive policy keeps it) its SentTimestamp.
+    pub fn enqueued_at(&self) -> Option<DateTime<Utc>> {
+        readings::model::envelope::decode(&self.body)
+            .ok()
+            .and_then(|e| e.at)
+            .or_else(|| {
+                self.attributes
+                    .get(ATTR_ENQUEUED_AT)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+            })
+            .or(self.sent_at)
+    }
+
     /// What the body holds.
     pub fn summary(&self) -> Summary {
         match readings::model::envelope::decode(&self.body) {
@@ -96,8 +113,7 @@ impl DeadMessage {
                         .batches
                         .iter()
                         .map(|b| PartSummary {
-                            id: b.id.clone(),
-                            part: b.part,
+                            part: b.to_string(),
                             readings: b.readings.len(),
                         })
                         .collect(),
@@ -133,9 +149,59 @@ pub enum Summary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartSummary {
-    pub id: String,
-    pub part: u32,
+    /// `<batch id>[first..end of size]`, or `<batch id>/<part>` for a version-1 part.
+    pub part: String,
     pub readings: usize,
+}
+
+/// The oldest a dead letter may be for `replay` and `import` to take it without --force:
+/// the writer's batch records kept `record_retention_days`, less the writer's own
+/// [`EXPIRY_MARGIN`].
+#[derive(Debug, Clone, Copy)]
+pub struct AgeLimit {
+    pub record_retention_days: u64,
+    pub oldest: DateTime<Utc>,
+}
+
+impl AgeLimit {
+    pub fn new(record_retention_days: u64) -> AgeLimit {
+        let keep = TimeDelta::days(record_retention_days as i64)
+            - TimeDelta::from_std(EXPIRY_MARGIN).unwrap_or_default();
+        AgeLimit {
+            record_retention_days,
+            oldest: Utc::now() - keep,
+        }
+    }
+
+    /// Whether `m` was enqueued before the limit.
+    pub fn expired(&self, m: &DeadMessage) -> bool {
+        m.enqueued_at().is_some_and(|t| t < self.oldest)
+    }
+
+    /// Refuses `messages` when any is too old, unless `force`, saying what --force risks;
+    /// with `force`, warns on stderr. `verb` names the command ("replay", "import").
+    pub fn check(&self, messages: &[DeadMessage], force: bool, verb: &str) -> Result<()> {
+        let old: Vec<&DeadMessage> = messages.iter().filter(|m| self.expired(m)).collect();
+        let Some(oldest) = old.iter().filter_map(|m| m.enqueued_at()).min() else {
+            return Ok(());
+        };
+        let what = format!(
+            "{} of the {} dead letters were enqueued before {} (the oldest at {}), longer ago than \
+             the writer keeps its batch records ({} days, less a day's margin): the records that \
+             make a second copy of their readings write nothing may be gone, so readings of theirs \
+             that were written before would be stored twice",
+            old.len(),
+            messages.len(),
+            self.oldest.to_rfc3339(),
+            oldest.to_rfc3339(),
+            self.record_retention_days
+        );
+        if !force {
+            bail!("{verb} refused: {what}. Nothing was sent; {verb} them anyway with --force");
+        }
+        eprintln!("warning: --force: {what}");
+        Ok(())
+    }
 }
 
 /// Which dead letters a command works on.

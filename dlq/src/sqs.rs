@@ -1,21 +1,14 @@
 //! The SQS calls the commands share: queue attributes, batched send and delete.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, QueueAttributeName,
-    SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use aws_sdk_sqs::Client;
 
-/// SQS's limit on one SendMessageBatch call's total size (and the classic message size).
-const MAX_BATCH_BYTES: usize = 262_144;
-/// Entries in one batch call.
-pub const MAX_BATCH_ENTRIES: usize = 10;
+pub use readings::queue::{Outgoing, MAX_BATCH_ENTRIES};
 
 /// The endpoint the client talks to, for error messages.
 pub fn endpoint_name(client: &Client) -> String {
@@ -138,104 +131,18 @@ pub async fn dlq_of(client: &Client, queue_url: &str) -> Result<String> {
         .with_context(|| format!("no URL for the dead-letter queue {arn}"))
 }
 
-/// A message to send.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub body: String,
-    /// String message attributes.
-    pub attributes: BTreeMap<String, String>,
+/// A sender to `url`, sized to the queue's own MaximumMessageSize.
+pub async fn sender(client: &Client, url: &str) -> Result<readings::queue::Sender> {
+    readings::queue::Sender::connect(client.clone(), url, None)
+        .await
+        .with_context(|| format!("preparing to send to {url}"))
 }
 
-impl Outgoing {
-    fn size(&self) -> usize {
-        self.body.len()
-            + self
-                .attributes
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + "String".len())
-                .sum::<usize>()
-    }
-}
-
-/// Splits messages into batch calls: at most ten entries and 256 KiB each.
-pub fn batches(messages: &[Outgoing]) -> Vec<&[Outgoing]> {
-    let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, m) in messages.iter().enumerate() {
-        let n = i - start;
-        if n > 0 && (n == MAX_BATCH_ENTRIES || size + m.size() > MAX_BATCH_BYTES) {
-            out.push(&messages[start..i]);
-            (start, size) = (i, 0);
-        }
-        size += m.size();
-    }
-    if start < messages.len() {
-        out.push(&messages[start..]);
-    }
-    out
-}
-
-/// Sends up to ten messages in one SendMessageBatch call, retrying entries that fail for
-/// the server's reasons; fails when an entry is refused or keeps failing.
-pub async fn send_batch(client: &Client, url: &str, messages: &[Outgoing]) -> Result<()> {
-    let mut pending: Vec<usize> = (0..messages.len()).collect();
-    let mut attempt = 0;
-    while !pending.is_empty() {
-        attempt += 1;
-        let entries = pending
-            .iter()
-            .map(|&i| {
-                let m = &messages[i];
-                let mut attrs = HashMap::new();
-                for (k, v) in &m.attributes {
-                    let value = MessageAttributeValue::builder()
-                        .data_type("String")
-                        .string_value(v)
-                        .build()
-                        .with_context(|| format!("message attribute {k}"))?;
-                    attrs.insert(k.clone(), value);
-                }
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(&m.body)
-                    .set_message_attributes((!attrs.is_empty()).then_some(attrs))
-                    .build()
-                    .context("building a SendMessageBatch entry")
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let out = match client
-            .send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if attempt < 4 => {
-                eprintln!(
-                    "warning: sending to {url} failed, retrying: {}",
-                    describe(e)
-                );
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                continue;
-            }
-            Err(e) => {
-                return Err(anyhow!(describe(e)))
-                    .with_context(|| format!("sending messages to {url}"))
-            }
-        };
-        let mut left = Vec::new();
-        for f in out.failed() {
-            let why = format!("{}: {}", f.code(), f.message().unwrap_or("no message"));
-            if f.sender_fault() || attempt >= 4 {
-                bail!("{url} refused a message: {why}");
-            }
-            left.extend(f.id().parse::<usize>().ok());
-        }
-        pending = left;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-        }
+/// Sends messages, failing on the first that SQS does not take (after the sender's
+/// retries).
+pub async fn send(sender: &readings::queue::Sender, messages: &[Outgoing]) -> Result<()> {
+    for result in sender.send_each(messages).await {
+        result.with_context(|| format!("sending to {}", sender.queue_url()))?;
     }
     Ok(())
 }
@@ -269,27 +176,4 @@ pub async fn delete_batch(client: &Client, url: &str, receipts: &[&str]) -> Resu
         );
     }
     Ok(out.successful().len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(n: usize) -> Outgoing {
-        Outgoing {
-            body: "x".repeat(n),
-            attributes: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn batches_hold_ten_messages_and_256_kib_at_most() {
-        let small: Vec<Outgoing> = (0..25).map(|_| msg(10)).collect();
-        let sizes: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-        let big: Vec<Outgoing> = (0..5).map(|_| msg(100_000)).collect();
-        let sizes: Vec<usize> = batches(&big).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, [2, 2, 1]);
-        assert!(batches(&[]).is_empty());
-    }
 }

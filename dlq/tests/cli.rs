@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use readings::config::PollerConfig;
 use readings::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 use readings::testing::{TestDb, TestQueue};
-use readings::writer::{DeadLetterQueue, Writer};
+use readings::writer::Writer;
 use readings::Reading;
 use serde_json::Value;
 
@@ -75,11 +75,12 @@ fn letter(class: FailureClass, reason: &str, body: &str, failed_at: DateTime<Utc
             sqlstate: (class == FailureClass::Operator).then(|| "42501".to_owned()),
         },
         failed_at,
+        enqueued_at: None,
     }
 }
 
 async fn put(q: &TestQueue, letters: &[DeadLetter]) {
-    let unsent = deadletter::send(&q.client, &q.dlq_url, letters).await;
+    let unsent = deadletter::send(&q.dlq_sender(), letters).await;
     assert!(unsent.is_empty(), "DLQ refused {unsent:?}");
 }
 
@@ -380,6 +381,7 @@ async fn drain_with(q: &TestQueue, writer: Writer) {
             wait: Duration::from_secs(1),
             visibility_timeout: Duration::from_secs(30),
             pollers: 1,
+            maintenance_every: Duration::from_secs(3600),
         },
         writer,
     );
@@ -441,14 +443,7 @@ async fn export_purge_import_round_trips_and_replay_writes_each_reading_once() {
         .expect("send");
     let mut original: Vec<(String, BTreeMap<String, String>)> = letters
         .iter()
-        .map(|l| {
-            let attrs = l
-                .attributes()
-                .into_iter()
-                .map(|(k, v)| (k, v.string_value().unwrap_or_default().to_owned()))
-                .collect();
-            (l.body.clone(), attrs)
-        })
+        .map(|l| (l.body.clone(), l.outgoing(262_144).attributes))
         .chain([(redriven, BTreeMap::new())])
         .collect();
     original.sort();
@@ -572,12 +567,7 @@ async fn the_dlq_is_found_from_the_redrive_policy_and_bad_import_lines_are_named
 async fn an_operator_failure_is_dead_lettered_then_replayed_once_fixed() {
     let q = TestQueue::new().await;
     let db = TestDb::new().await;
-    let writer = || {
-        Writer::new(db.store.clone()).with_dead_letter_queue(DeadLetterQueue {
-            client: q.client.clone(),
-            url: q.dlq_url.clone(),
-        })
-    };
+    let writer = || Writer::new(db.store.clone()).with_dead_letter_queue(q.dlq_sender());
     let send = |body: String| {
         let client = q.client.clone();
         let url = q.url().to_owned();

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use readings::config::{in_lambda, AuthConfig, DbConfig, IngestConfig, QueueConfig};
-use readings::http::auth::{Auth, Scope};
+use readings::http::auth::{Auth, KeyId, Scope};
 use readings::http::{not_found, serve, ApiError};
 use readings::ingest::{Accepted, IngestError, Ingestor};
 use readings::observability::{metrics, telemetry};
@@ -41,11 +41,13 @@ async fn method_not_allowed() -> impl IntoResponse {
 
 async fn post_sensor(
     State(ingestor): State<Arc<Ingestor>>,
+    key: Option<Extension<KeyId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let started = Instant::now();
-    let result = ingest(&ingestor, &headers, body).await;
+    let tenant = key.as_ref().map(|Extension(KeyId(id))| id.as_str());
+    let result = ingest(&ingestor, tenant, &headers, body).await;
     let ms = telemetry::duration_ms(started.elapsed());
     match &result {
         Ok(a) => {
@@ -63,6 +65,7 @@ async fn post_sensor(
 
 async fn ingest(
     ingestor: &Ingestor,
+    tenant: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, ApiError> {
@@ -81,7 +84,7 @@ async fn ingest(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| IngestError::BodyTooLarge { limit })?;
-    Ok(ingestor.ingest(content_type, key, &bytes).await?)
+    Ok(ingestor.ingest(content_type, tenant, key, &bytes).await?)
 }
 
 /// Builds the function from the environment and serves it (Lambda or local HTTP).
@@ -89,7 +92,7 @@ pub async fn run() -> anyhow::Result<()> {
     metrics::init()?;
     let config = IngestConfig::from_env()?;
     let queue_config = QueueConfig::from_env()?;
-    let sender = Sender::new(queue::client().await, &queue_config).await;
+    let sender = Sender::new(queue::client().await, &queue_config).await?;
     // API keys and Idempotency-Keys live in the database; connections open lazily.
     let store = Store::new(&DbConfig::load().await?)?;
     store.check_at_start().await?;

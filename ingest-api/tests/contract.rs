@@ -19,7 +19,9 @@ fn app(ingestor: Ingestor, db: &TestDb) -> axum::Router {
 async fn post_sensor_keeps_the_openapi_contract() {
     let db = TestDb::new().await;
     let q = TestQueue::new().await;
-    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let sender = Sender::new(q.client.clone(), &q.config)
+        .await
+        .expect("a sender for the test queue");
     let ingestor = Ingestor::new(ingest_config(), sender, db.store.clone());
     let key = db.api_key(&[Scope::Ingest]).await;
     let base = readings::testing::serve(app(ingestor, &db)).await;

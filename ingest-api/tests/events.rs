@@ -35,7 +35,9 @@ const ONE_READING: [&str; 5] = [
 ];
 
 async fn app(q: &TestQueue, db: &TestDb) -> axum::Router {
-    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let sender = Sender::new(q.client.clone(), &q.config)
+        .await
+        .expect("a sender for the test queue");
     let ingestor = Ingestor::new(readings::testing::ingest_config(), sender, db.store.clone());
     let auth = Auth::new(&AuthConfig::default(), db.store.clone());
     ingest_api::router(Arc::new(ingestor), &auth)

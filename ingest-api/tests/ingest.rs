@@ -46,7 +46,9 @@ fn no_database() -> Store {
 
 async fn setup() -> (TestQueue, String) {
     let q = TestQueue::new().await;
-    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let sender = Sender::new(q.client.clone(), &q.config)
+        .await
+        .expect("a sender for the test queue");
     let url = serve(sender, no_database()).await;
     (q, url)
 }
@@ -139,27 +141,40 @@ async fn large_requests_are_packed_by_size_into_several_messages() {
         max_message_bytes: Some(4096),
         ..q.config.clone()
     };
-    let url = serve(Sender::new(q.client.clone(), &config).await, no_database()).await;
+    let url = serve(
+        Sender::new(q.client.clone(), &config)
+            .await
+            .expect("a sender for the test queue"),
+        no_database(),
+    )
+    .await;
     let readings: Vec<Value> = (0..400)
         .map(|i| json!({"location": format!("sensor-{i:04}"), "temperature": i as f64 / 10.0}))
         .collect();
     let (status, body) = post(&url, "application/json", Value::from(readings).to_string()).await;
     assert_eq!(status, 202, "{body}");
     let msgs = q.drain(q.url()).await;
-    assert!(msgs.iter().all(|m| m.body().unwrap().len() <= 4096));
-    // ~40 bytes a reading: 400 readings need 4-5 messages of 4 KiB, not one per reading.
-    assert!((4..=6).contains(&msgs.len()), "{} messages", msgs.len());
-    let mut parts: Vec<u32> = msgs
+    // Packed to the queue's size less the room kept for a dead letter's attributes.
+    let budget = 4096 - readings::queue::ATTRIBUTE_RESERVE;
+    assert!(msgs.iter().all(|m| m.body().unwrap().len() <= budget));
+    // ~40 bytes a reading: 400 readings need 8-10 messages of 2 KiB, not one per reading.
+    assert!((8..=10).contains(&msgs.len()), "{} messages", msgs.len());
+    let mut parts: Vec<(u32, u32, usize)> = msgs
         .iter()
-        .map(|m| decode(m.body().unwrap()).unwrap().batches[0].part)
+        .map(|m| {
+            let part = decode(m.body().unwrap()).unwrap().batches.remove(0);
+            let offsets = part.offsets().unwrap();
+            (offsets.start, offsets.end, part.readings.len())
+        })
         .collect();
     parts.sort();
-    assert_eq!(parts, (0..msgs.len() as u32).collect::<Vec<_>>());
-    let total: usize = msgs
-        .iter()
-        .map(|m| decode(m.body().unwrap()).unwrap().batches[0].readings.len())
-        .sum();
-    assert_eq!(total, 400);
+    // Each part starts where the one before ended, and together they hold all 400.
+    let mut next = 0;
+    for (start, end, n) in &parts {
+        assert_eq!((*start, *end as usize - *start as usize), (next, *n));
+        next = *end;
+    }
+    assert_eq!(next, 400);
 }
 
 #[tokio::test]
@@ -284,7 +299,9 @@ async fn idempotency_key_fixes_the_batch_id() {
     let q = TestQueue::new().await;
     let db = TestDb::new().await;
     let url = serve(
-        Sender::new(q.client.clone(), &q.config).await,
+        Sender::new(q.client.clone(), &q.config)
+            .await
+            .expect("a sender for the test queue"),
         db.store.clone(),
     )
     .await;
@@ -317,7 +334,13 @@ async fn an_unreachable_queue_answers_503_with_retry_after() {
         max_message_bytes: Some(262_144),
         ..q.config.clone()
     };
-    let url = serve(Sender::new(dead, &config).await, no_database()).await;
+    let url = serve(
+        Sender::new(dead, &config)
+            .await
+            .expect("a sender for the test queue"),
+        no_database(),
+    )
+    .await;
     let r = reqwest::Client::new()
         .post(&url)
         .header("content-type", "application/json")
@@ -345,7 +368,9 @@ async fn aws_config_for_dead_endpoint() -> aws_config::SdkConfig {
 #[tokio::test]
 async fn concurrent_single_reading_posts_share_messages_when_coalescing() {
     let q = TestQueue::new().await;
-    let sender = Sender::new(q.client.clone(), &q.config).await;
+    let sender = Sender::new(q.client.clone(), &q.config)
+        .await
+        .expect("a sender for the test queue");
     let config = IngestConfig {
         addr: ([127, 0, 0, 1], 0).into(),
         max_body_bytes: 64 * 1024,

@@ -22,7 +22,7 @@ Every reading carries a `time` (RFC 3339, its send time) and a location \
 `lt-<run id>-<sensor n>`, unique per run, so (location, time) identifies each reading.
 
 --verify DATABASE_URL checks the whole pipeline: from the start of the run, every 100 ms, it \
-asks ingest_batches which accepted requests (by the batch ids the API answered) have all \
+asks the batch records which accepted requests (by the batch ids the API answered) have all \
 their readings written, which the writer records in the same transaction as it writes them; \
 after the last request it waits until every accepted request is written or --verify-timeout \
 passes, then counts this run's rows in sensor_data and reports readings lost, duplicated and \

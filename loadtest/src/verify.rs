@@ -3,9 +3,10 @@
 //! ingest-to-queryable lag.
 //!
 //! Cheap by design, so that measuring does not take the database's CPU from the pipeline
-//! it measures. The writer records each batch part it writes in `ingest_batches`, with its
-//! number of readings, in the same transaction as it COPYs them: a request's readings
-//! become queryable at the commit that makes the last of its parts' records visible. Each
+//! it measures. The writer records which readings of each batch it has written
+//! (`written_batches`, by offset; `ingest_batches` for version-1 messages, by part with its
+//! number of readings) in the same transaction as it COPYs them: a request's readings
+//! become queryable at the commit that makes the last of them recorded. Each
 //! poll therefore asks only about the requests accepted and not yet seen, by the batch ids
 //! the ingest API answered with, through that table's primary key: a poll's cost follows
 //! the requests in flight, not the readings, and the run's rows are counted once, at the
@@ -364,8 +365,14 @@ fn missing_table(e: &tokio_postgres::Error) -> bool {
 async fn written(client: &Client, ids: &[String]) -> Result<Vec<(String, i64)>> {
     let rows = client
         .query(
-            "SELECT batch_id, coalesce(sum(readings), 0)::int8 FROM ingest_batches
-             WHERE batch_id = ANY($1) GROUP BY batch_id",
+            "SELECT batch_id, sum(n)::int8 FROM (
+                 SELECT batch_id, (SELECT coalesce(sum(upper(r) - lower(r)), 0)
+                                   FROM unnest(written) r) AS n
+                 FROM written_batches WHERE batch_id = ANY($1)
+                 UNION ALL
+                 SELECT batch_id, coalesce(readings, 0) FROM ingest_batches
+                 WHERE batch_id = ANY($1)
+             ) w GROUP BY batch_id",
             &[&ids],
         )
         .await;

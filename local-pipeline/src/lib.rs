@@ -70,7 +70,9 @@ impl LocalPipeline {
             None => Auth::Off,
         };
         let key = db.api_key(&[Scope::Ingest, Scope::Query]).await;
-        let sender = Sender::new(queue.client.clone(), &queue.config).await;
+        let sender = Sender::new(queue.client.clone(), &queue.config)
+            .await
+            .expect("a sender for the test queue");
         let mut ingestor = Ingestor::new(ingest_config(), sender, db.store.clone());
         if !options.coalesce_linger.is_zero() {
             ingestor = ingestor.with_coalescing(options.coalesce_linger);
@@ -86,6 +88,7 @@ impl LocalPipeline {
                 wait: options.poll_wait,
                 visibility_timeout: Duration::from_secs(30),
                 pollers: 2,
+                maintenance_every: Duration::from_secs(3600),
             },
             Writer::new(db.store.clone()),
         );

@@ -99,6 +99,17 @@ impl DbConfig {
                 "DB_STATEMENT_TIMEOUT_SECS",
                 env_or("DB_STATEMENT_TIMEOUT_SECS", 30u64)?,
             )?),
+            lock_timeout: Duration::from_secs(positive(
+                "DB_LOCK_TIMEOUT_SECS",
+                env_or("DB_LOCK_TIMEOUT_SECS", d.lock_timeout.as_secs())?,
+            )?),
+            idle_in_transaction_timeout: Duration::from_secs(positive(
+                "DB_IDLE_IN_TRANSACTION_TIMEOUT_SECS",
+                env_or(
+                    "DB_IDLE_IN_TRANSACTION_TIMEOUT_SECS",
+                    d.idle_in_transaction_timeout.as_secs(),
+                )?,
+            )?),
             secret: None,
             secret_arn: None,
             ssl_mode,
@@ -361,6 +372,9 @@ pub struct PollerConfig {
     pub visibility_timeout: Duration,
     /// `WRITER_POLLERS`: concurrent receive-handle-delete loops.
     pub pollers: usize,
+    /// `WRITER_MAINTENANCE_SECS`: how often the writer's maintenance runs (the first time
+    /// at start); what the EventBridge schedule does under Lambda.
+    pub maintenance_every: Duration,
 }
 
 impl PollerConfig {
@@ -382,6 +396,10 @@ impl PollerConfig {
                 env_or("WRITER_VISIBILITY_TIMEOUT_SECS", 60u64)?,
             )?),
             pollers: positive("WRITER_POLLERS", env_or("WRITER_POLLERS", 2usize)?)?,
+            maintenance_every: Duration::from_secs(positive(
+                "WRITER_MAINTENANCE_SECS",
+                env_or("WRITER_MAINTENANCE_SECS", 3600u64)?,
+            )?),
         })
     }
 }

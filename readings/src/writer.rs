@@ -1,51 +1,50 @@
 //! The batch writer's handler: one SQS event in, the messages that failed out.
 //!
 //! Every message is decoded and checked on its own. The good ones are written together in
-//! one transaction (binary COPY, batch ids recorded alongside). On a transient database
+//! one transaction (binary COPY, batch offsets recorded alongside). On a transient database
 //! error the transaction is retried with jittered backoff while the deadline allows, then
 //! every message in it is reported failed so SQS redelivers them. On a data error the
 //! batch is bisected to isolate the messages that cause it, and the rest is written.
 //! Messages that can never be written (undecodable, unsupported version, invalid
-//! readings, refused data, operator-fixable refusals) go to the dead-letter queue with
-//! their reason and count as handled; if the DLQ cannot take them they are reported
-//! failed instead, never dropped. The response names exactly the messages SQS must keep
-//! (Lambda's ReportBatchItemFailures).
+//! readings, refused data, operator-fixable refusals, parts that name other readings than
+//! their batch's, messages older than the batch records) go to the dead-letter queue with
+//! their reason and count as handled; if the DLQ cannot take them they are reported failed
+//! instead, never dropped. The response names exactly the messages SQS must keep (Lambda's
+//! ReportBatchItemFailures).
+//!
+//! Nothing runs after [`Writer::handle`] returns: under Lambda the sandbox is frozen once
+//! the answer is posted. Maintenance ([`Writer::maintain`]) is a call of its own, made by
+//! the host on a schedule (an EventBridge rule under Lambda, a timer in the poller).
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_sqs::Client;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::Utc;
-use tracing::Instrument;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::LifecycleConfig;
 use crate::model::envelope::{self, BatchPart, EnvelopeError};
 use crate::model::reading::check_location;
 use crate::observability::{metrics, telemetry};
-use crate::postgres::store::{ErrorKind, Store, WriteReport};
-use crate::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
+use crate::postgres::store::{ErrorKind, Store, StoreError, WriteReport};
+use crate::queue::deadletter::{
+    self, DeadLetter, Failure, FailureClass, ATTR_ENQUEUED_AT, ATTR_REPLAY_FORCED,
+};
+use crate::queue::Sender;
 
-/// How often one process prunes old batch records, at most.
-const PRUNE_EVERY_SECS: i64 = 3600;
-
-/// Where dead letters go.
-#[derive(Clone)]
-pub struct DeadLetterQueue {
-    pub client: Client,
-    pub url: String,
-}
+/// How much younger than the batch records' retention a message must be to be written: a
+/// message older than `retention - EXPIRY_MARGIN` may hold readings whose records are
+/// pruned already (or about to be), so writing it could store them twice.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(86_400);
 
 /// Writes SQS events to the store.
 #[derive(Clone)]
 pub struct Writer {
     store: Store,
-    dlq: Option<DeadLetterQueue>,
+    /// Where dead letters go.
+    dlq: Option<Sender>,
     retention: Duration,
     lifecycle: LifecycleConfig,
-    last_prune: Arc<AtomicI64>,
 }
 
 /// A decoded message.
@@ -53,6 +52,7 @@ struct Good {
     id: String,
     body: String,
     receive_count: Option<String>,
+    enqueued_at: Option<DateTime<Utc>>,
     parts: Vec<BatchPart>,
 }
 
@@ -73,22 +73,23 @@ impl Writer {
             dlq: None,
             retention: Duration::from_secs(21 * 86_400),
             lifecycle: LifecycleConfig::default(),
-            last_prune: Arc::new(AtomicI64::new(0)),
         }
     }
 
-    pub fn with_dead_letter_queue(mut self, dlq: DeadLetterQueue) -> Self {
+    /// Sends dead letters through `dlq` (a [`Sender`] for the dead-letter queue).
+    pub fn with_dead_letter_queue(mut self, dlq: Sender) -> Self {
         self.dlq = Some(dlq);
         self
     }
 
-    /// How long batch records are kept (see `BATCH_RECORD_RETENTION_DAYS`).
+    /// How long batch records are kept (see `BATCH_RECORD_RETENTION_DAYS`): messages older
+    /// than that less [`EXPIRY_MARGIN`] are dead-lettered as [`FailureClass::Expired`].
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
     }
 
-    /// Data-lifecycle settings, applied by the maintenance that follows the first batch.
+    /// Data-lifecycle settings, applied by [`Writer::maintain`].
     pub fn with_lifecycle(mut self, lifecycle: LifecycleConfig) -> Self {
         self.lifecycle = lifecycle;
         self
@@ -104,8 +105,10 @@ impl Writer {
         let total = event.records.len();
         let mut tally = Tally::default();
         let mut good = Vec::with_capacity(total);
+        let oldest =
+            Utc::now() - TimeDelta::from_std(self.writable_age()).unwrap_or(TimeDelta::MAX);
         for message in event.records {
-            match check(message) {
+            match check(message, oldest) {
                 Ok(g) => good.push(g),
                 Err(Some(letter)) => tally.dead.push(*letter),
                 Err(None) => {}
@@ -122,7 +125,7 @@ impl Writer {
         let mut dlq_sent = 0;
         match &self.dlq {
             Some(dlq) if dead > 0 => {
-                let unsent = deadletter::send(&dlq.client, &dlq.url, &tally.dead).await;
+                let unsent = deadletter::send(dlq, &tally.dead).await;
                 dlq_sent = dead - unsent.len();
                 tally.retry.extend(unsent);
             }
@@ -154,7 +157,6 @@ impl Writer {
             m.duration(metrics::COPY_DURATION, report.copy_time);
         }
         m.emit();
-        self.maybe_maintain();
 
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = tally
@@ -195,10 +197,10 @@ impl Writer {
                     pending.push(a);
                 }
                 kind => {
-                    let class = if kind == ErrorKind::Data {
-                        FailureClass::DataError
-                    } else {
-                        FailureClass::Operator
+                    let class = match (&e, kind) {
+                        (StoreError::PartMismatch(_), _) => FailureClass::BatchMismatch,
+                        (_, ErrorKind::Data) => FailureClass::DataError,
+                        _ => FailureClass::Operator,
                     };
                     let failure = Failure {
                         class,
@@ -219,7 +221,7 @@ impl Writer {
         parts: &[&BatchPart],
         deadline: Instant,
         report: &mut WriteReport,
-    ) -> Result<(), crate::postgres::store::StoreError> {
+    ) -> Result<(), StoreError> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
@@ -228,12 +230,8 @@ impl Writer {
             .build();
         loop {
             let attempt_started = Instant::now();
-            // A statement may not outlive the deadline either; a dropped write rolls back.
-            let attempt = tokio::time::timeout_at(deadline.into(), self.store.write(parts)).await;
-            let result = attempt.unwrap_or(Err(crate::postgres::store::StoreError::Busy(
-                "the write was still running at the deadline",
-            )));
-            match result {
+            // A statement may not outlive the deadline either: the store cancels it.
+            match self.store.write(parts, deadline).await {
                 Ok(r) => {
                     report.rows += r.rows;
                     report.parts_written += r.parts_written;
@@ -257,40 +255,39 @@ impl Writer {
         }
     }
 
-    /// In the background, at most once an hour per process (and after the first batch):
-    /// applies changed lifecycle settings, prunes old batch records and, on a plain table,
-    /// deletes readings past their retention.
-    fn maybe_maintain(&self) {
-        let now = Utc::now().timestamp();
-        let last = self.last_prune.load(Ordering::Relaxed);
-        if now - last < PRUNE_EVERY_SECS
-            || self
-                .last_prune
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
+    /// The oldest a message may be to be written: the batch records' retention less
+    /// [`EXPIRY_MARGIN`].
+    fn writable_age(&self) -> Duration {
+        self.retention.saturating_sub(EXPIRY_MARGIN)
+    }
+
+    /// Maintenance, finished by `deadline`: applies changed lifecycle settings, prunes old
+    /// batch records and, on a plain table, deletes readings past their retention. The host
+    /// calls it on a schedule (hourly), never after a batch: under Lambda nothing may run
+    /// once an invocation has answered.
+    pub async fn maintain(&self, deadline: Instant) {
+        let started = Instant::now();
+        let done = self
+            .store
+            .maintain(&self.lifecycle, self.retention, deadline)
+            .await;
+        match done.lifecycle {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "applying lifecycle settings failed"),
         }
-        let store = self.store.clone();
-        let retention = self.retention;
-        let lifecycle = self.lifecycle.clone();
-        // In the span of the batch that triggered it, so its logs name that invocation.
-        let span = tracing::Span::current();
-        let maintenance = async move {
-            if let Err(e) = store.apply_lifecycle(&lifecycle).await {
-                tracing::warn!(error = %e, "applying lifecycle settings failed");
-            }
-            match store.prune(retention).await {
-                Ok(n) => tracing::info!(rows = n, "pruned old batch records"),
-                Err(e) => tracing::warn!(error = %e, "pruning batch records failed"),
-            }
-            match store.delete_expired(&lifecycle).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "deleted readings past their retention"),
-                Err(e) => tracing::warn!(error = %e, "deleting expired readings failed"),
-            }
-        };
-        tokio::spawn(maintenance.instrument(span));
+        match done.pruned {
+            Ok(n) => tracing::info!(rows = n, "pruned old batch records"),
+            Err(e) => tracing::warn!(error = %e, "pruning batch records failed"),
+        }
+        match done.expired {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "deleted readings past their retention"),
+            Err(e) => tracing::warn!(error = %e, "deleting expired readings failed"),
+        }
+        tracing::info!(
+            duration_ms = telemetry::duration_ms(started.elapsed()),
+            "maintenance done"
+        );
     }
 }
 
@@ -301,17 +298,47 @@ fn letter(g: &Good, failure: Failure) -> DeadLetter {
         receive_count: g.receive_count.clone(),
         failure,
         failed_at: Utc::now(),
+        enqueued_at: g.enqueued_at,
     }
 }
 
-/// Decodes and checks one message. `Err(None)`: it has no id and cannot be reported.
-fn check(message: SqsMessage) -> Result<Good, Option<Box<DeadLetter>>> {
+/// A time given as RFC 3339 text.
+fn rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Decodes and checks one message; messages enqueued before `oldest` are refused unless a
+/// forced replay sent them. `Err(None)`: it has no id and cannot be reported.
+fn check(message: SqsMessage, oldest: DateTime<Utc>) -> Result<Good, Option<Box<DeadLetter>>> {
     let Some(id) = message.message_id else {
         tracing::error!("SQS message without a message id; it cannot be reported");
         return Err(None);
     };
     let body = message.body.unwrap_or_default();
     let receive_count = message.attributes.get("ApproximateReceiveCount").cloned();
+    let attribute = |name: &str| {
+        message
+            .message_attributes
+            .get(name)
+            .and_then(|a| a.string_value.as_deref())
+    };
+    let decoded = envelope::decode(&body);
+    // When the readings were first enqueued: the envelope says (version 2), else the
+    // attribute a replay carries, else when SQS took the message.
+    let sent = message
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|ms| ms.parse().ok())
+        .and_then(DateTime::from_timestamp_millis);
+    let enqueued_at = decoded
+        .as_ref()
+        .ok()
+        .and_then(|e| e.at)
+        .or_else(|| attribute(ATTR_ENQUEUED_AT).and_then(rfc3339))
+        .or(sent);
+    let forced = attribute(ATTR_REPLAY_FORCED) == Some("true");
     let dead = |class, reason: String| {
         Some(Box::new(DeadLetter {
             message_id: id.clone(),
@@ -323,15 +350,29 @@ fn check(message: SqsMessage) -> Result<Good, Option<Box<DeadLetter>>> {
                 sqlstate: None,
             },
             failed_at: Utc::now(),
+            enqueued_at,
         }))
     };
-    let parts = match envelope::decode(&body) {
+    let parts = match decoded {
         Ok(env) => env.batches,
         Err(e @ EnvelopeError::UnsupportedVersion { .. }) => {
             return Err(dead(FailureClass::UnsupportedVersion, e.to_string()))
         }
         Err(e) => return Err(dead(FailureClass::Undecodable, e.to_string())),
     };
+    if let Some(at) = enqueued_at.filter(|at| *at < oldest && !forced) {
+        return Err(dead(
+            FailureClass::Expired,
+            format!(
+                "enqueued at {}, before {}: the batch records that make a second copy of its \
+                 readings write nothing may be pruned already (BATCH_RECORD_RETENTION_DAYS), so \
+                 it was not written; `dlq replay --force` writes it anyway, at the risk of \
+                 storing its readings twice",
+                at.to_rfc3339(),
+                oldest.to_rfc3339()
+            ),
+        ));
+    }
     for part in &parts {
         for (i, r) in part.readings.iter().enumerate() {
             let problem = match check_location(&r.1) {
@@ -343,7 +384,7 @@ fn check(message: SqsMessage) -> Result<Good, Option<Box<DeadLetter>>> {
             if let Some(p) = problem {
                 return Err(dead(
                     FailureClass::InvalidReading,
-                    format!("batch {} part {} reading {i}: {p}", part.id, part.part),
+                    format!("batch part {part} reading {i}: {p}"),
                 ));
             }
         }
@@ -352,6 +393,7 @@ fn check(message: SqsMessage) -> Result<Good, Option<Box<DeadLetter>>> {
         id,
         body,
         receive_count,
+        enqueued_at,
         parts,
     })
 }

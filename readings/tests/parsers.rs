@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use readings::ingest::{self, BodyFormat, IngestError};
-use readings::model::envelope::{self, BatchPart, Envelope, EnvelopeError, Packer, WireReading};
+use readings::model::envelope::{self, BatchPart, EnvelopeError, Packer, Place, WireReading};
 use readings::model::reading::{self, check_location, FieldError, MAX_LOCATION_CHARS};
 use readings::query::{self, Cursor, MAX_LIMIT, MAX_LOCATIONS};
 use readings::{Limits, Reading};
@@ -721,8 +721,11 @@ proptest! {
         key in any_text(300),
     ) {
         let _ = BodyFormat::from_content_type(Some(&header));
-        match ingest::batch_id(Some(&key)) {
-            Ok(id) => prop_assert_eq!(ingest::batch_id(Some(&key)).expect("same key"), id),
+        match ingest::batch_id(Some("0123456789ab"), Some(&key)) {
+            Ok(id) => prop_assert_eq!(
+                ingest::batch_id(Some("0123456789ab"), Some(&key)).expect("same key"),
+                id
+            ),
             Err(e) => prop_assert!(matches!(e, IngestError::BadIdempotencyKey(_))),
         }
     }
@@ -731,10 +734,27 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 // Queue envelopes
 
-/// A valid envelope's JSON with one thing changed.
+/// A valid envelope's JSON (of version 1 or 2) with one thing changed.
 fn envelope_near_miss() -> impl Strategy<Value = String> {
-    let valid =
-        r#"{"v":1,"batches":[{"id":"b","part":0,"readings":[[1678925592000000,"bedroom",66.0]]}]}"#;
+    prop_oneof![
+        near_miss_of(
+            r#"{"v":1,"batches":[{"id":"b","part":0,"readings":[[1678925592000000,"bedroom",66.0]]}]}"#
+        ),
+        near_miss_of(
+            r#"{"v":2,"at":1678925592123,"batches":[{"id":"b","first":0,"of":1,"readings":[[1678925592000000,"bedroom",66.0]]}]}"#
+        )
+        .prop_map(|s| s.replace(r#""v":1"#, r#""v":2"#)),
+        prop::sample::select(vec!["-1", "4294967296", "\"0\"", "null", "1", "4294967295"]).prop_map(
+            |n| format!(r#"{{"v":2,"at":1,"batches":[{{"id":"b","first":{n},"of":1,"readings":[[1,"a",1.0]]}}]}}"#)
+        ),
+        prop::sample::select(vec!["-1", "4294967296", "\"0\"", "null", "0", "9223372036854775807"]).prop_map(
+            |n| format!(r#"{{"v":2,"at":{n},"batches":[{{"id":"b","first":0,"of":1,"readings":[[1,"a",1.0]]}}]}}"#)
+        ),
+    ]
+}
+
+/// `valid` with one thing changed.
+fn near_miss_of(valid: &'static str) -> impl Strategy<Value = String> {
     prop_oneof![
         any::<u32>().prop_map(move |v| valid.replace(r#""v":1"#, &format!(r#""v":{v}"#))),
         prop::sample::select(vec!["-1", "1.0", "\"1\"", "null", "4294967296", "[1]"])
@@ -769,6 +789,15 @@ proptest! {
         match envelope::decode(&body) {
             Ok(e) => {
                 prop_assert!(envelope::SUPPORTED_VERSIONS.contains(&e.v));
+                // What decodes is consistent: version 2 says when it was packed, and each
+                // of its parts lies inside its batch.
+                prop_assert_eq!(e.at.is_some(), e.v >= 2);
+                for p in &e.batches {
+                    if let Place::Range { of, .. } = p.place {
+                        let offsets = p.offsets().expect("a range");
+                        prop_assert!(offsets.start < offsets.end && offsets.end <= of);
+                    }
+                }
                 for r in e.batches.iter().flat_map(|b| &b.readings) {
                     // An instant out of range is an error of its own, not a panic.
                     if let Err(err) = r.time() {
@@ -779,33 +808,37 @@ proptest! {
             Err(EnvelopeError::UnsupportedVersion { found }) => {
                 prop_assert!(!envelope::SUPPORTED_VERSIONS.contains(&found));
             }
-            Err(EnvelopeError::Malformed(_)) => {}
+            Err(EnvelopeError::Malformed(_) | EnvelopeError::Inconsistent(_)) => {}
             Err(other) => prop_assert!(false, "decoding gave {}", other),
         }
     }
 
     #[test]
-    fn envelopes_round_trip(batches in batches()) {
-        let envelope = Envelope {
-            v: envelope::VERSION,
-            batches: batches
-                .iter()
-                .map(|(id, readings)| BatchPart {
-                    id: id.clone(),
-                    part: 0,
-                    readings: readings.iter().map(WireReading::from).collect(),
-                })
-                .collect(),
-        };
-        let body = serde_json::to_string(&envelope).expect("serialises");
-        let decoded = envelope::decode(&body).expect("decodes");
-        prop_assert_eq!(decoded.v, envelope.v);
-        prop_assert_eq!(decoded.batches.len(), envelope.batches.len());
-        for (got, want) in decoded.batches.iter().zip(&envelope.batches) {
-            prop_assert_eq!(&got.id, &want.id);
-            prop_assert_eq!(got.part, want.part);
-            prop_assert_eq!(got.readings.len(), want.readings.len());
-            for (g, w) in got.readings.iter().zip(&want.readings) {
+    fn envelopes_round_trip(batches in batches(), at_ms in 0i64..4_102_444_800_000) {
+        let at = DateTime::from_timestamp_millis(at_ms).expect("in range");
+        let mut packer = Packer::new(1_048_576, at);
+        for (id, readings) in &batches {
+            packer.add(id, readings).expect("fits");
+        }
+        let bodies = packer.finish();
+        prop_assert!(bodies.len() <= 1);
+        let decoded: Vec<BatchPart> = bodies
+            .iter()
+            .flat_map(|b| {
+                let e = envelope::decode(b).expect("decodes");
+                assert_eq!((e.v, e.at), (envelope::VERSION, Some(at)));
+                assert!(b.is_ascii(), "{b}");
+                e.batches
+            })
+            .collect();
+        let want: Vec<&(String, Vec<Reading>)> = batches.iter().filter(|(_, r)| !r.is_empty()).collect();
+        prop_assert_eq!(decoded.len(), want.len());
+        for (got, (id, readings)) in decoded.iter().zip(want) {
+            prop_assert_eq!(&got.id, id);
+            prop_assert_eq!(got.place, Place::Range { first: 0, of: readings.len() as u32 });
+            prop_assert_eq!(got.readings.len(), readings.len());
+            for (g, w) in got.readings.iter().zip(readings) {
+                let w = WireReading::from(w);
                 prop_assert_eq!((g.0, &g.1, g.2.to_bits()), (w.0, &w.1, w.2.to_bits()));
             }
         }
@@ -816,7 +849,7 @@ proptest! {
         batches in batches(),
         max_bytes in prop_oneof![2_048usize..8_192, Just(262_144)],
     ) {
-        let mut packer = Packer::new(max_bytes);
+        let mut packer = Packer::new(max_bytes, Utc::now());
         for (id, readings) in &batches {
             packer.add(id, readings).expect("every reading fits in a message");
         }
@@ -831,8 +864,12 @@ proptest! {
         }
         for (id, readings) in &batches {
             let got = parts.remove(id).unwrap_or_default();
-            let in_order = got.iter().enumerate().all(|(i, p)| p.part as usize == i);
-            prop_assert!(in_order, "parts of {} out of order", id);
+            // Each part starts where the one before ended.
+            let mut next = 0;
+            for p in &got {
+                prop_assert_eq!(p.place, Place::Range { first: next, of: readings.len() as u32 });
+                next += p.readings.len() as u32;
+            }
             let got: Vec<&WireReading> = got.iter().flat_map(|p| &p.readings).collect();
             prop_assert_eq!(got.len(), readings.len());
             for (g, w) in got.iter().zip(readings) {

@@ -89,16 +89,24 @@ async fn secrets_connect_with_a_password_that_needs_escaping() {
     assert_eq!(current_user(&config).await.as_deref(), Ok("app"));
     let store = Store::new(&config).unwrap();
     store.ready().await.expect("schema set up as app");
-    let part = readings::model::envelope::BatchPart {
-        id: "secret-1".into(),
-        part: 0,
-        readings: vec![readings::model::envelope::WireReading(
+    let part = readings::model::envelope::BatchPart::range(
+        "secret-1",
+        0,
+        1,
+        vec![readings::model::envelope::WireReading(
             1_710_000_000_000_000,
             "vault".into(),
             4.0,
         )],
-    };
-    assert_eq!(store.write(&[&part]).await.expect("write").rows, 1);
+    );
+    assert_eq!(
+        store
+            .write(&[&part], readings::testing::far_deadline())
+            .await
+            .expect("write")
+            .rows,
+        1
+    );
 
     // A URL, the password percent-encoded.
     let url = format!(

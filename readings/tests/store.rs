@@ -2,24 +2,33 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use readings::config::DbConfig;
-use readings::model::envelope::{decode, pack, BatchPart, Packer, WireReading};
+use readings::model::envelope::{decode, BatchPart, Packer, Place, WireReading};
 use readings::postgres::store::{recent_sql, ErrorKind, Store, StoreError, TableKind};
 use readings::query::{Cursor, RecentQuery};
-use readings::testing::{expected_kind, run_policy_jobs, sample_readings, TestDb};
+use readings::testing::{expected_kind, far_deadline, run_policy_jobs, sample_readings, TestDb};
 
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap()
 }
 
-fn part(id: &str, n: u32, rows: &[(i64, &str, f64)]) -> BatchPart {
+fn wire(rows: &[(i64, &str, f64)]) -> Vec<WireReading> {
+    rows.iter()
+        .map(|(t, l, v)| WireReading(t * 1_000_000, (*l).into(), *v))
+        .collect()
+}
+
+/// A version-1 part: part `n` of its batch.
+fn numbered(id: &str, n: u32, rows: &[(i64, &str, f64)]) -> BatchPart {
     BatchPart {
         id: id.into(),
-        part: n,
-        readings: rows
-            .iter()
-            .map(|(t, l, v)| WireReading(t * 1_000_000, (*l).into(), *v))
-            .collect(),
+        place: Place::Numbered(n),
+        readings: wire(rows),
     }
+}
+
+/// A version-2 part: readings `first..` of a batch of `of`.
+fn range(id: &str, first: u32, of: u32, rows: &[(i64, &str, f64)]) -> BatchPart {
+    BatchPart::range(id, first, of, wire(rows))
 }
 
 #[tokio::test]
@@ -148,14 +157,77 @@ async fn newest_queries_are_index_scans() {
 #[tokio::test]
 async fn a_part_is_written_once_however_often_it_arrives() {
     let db = TestDb::new().await;
-    let a0 = part("a", 0, &[(1000, "x", 1.0), (1001, "x", 2.0)]);
-    let a1 = part("a", 1, &[(1002, "y", 3.0)]);
-    let b0 = part("b", 0, &[(1003, "z", 4.0)]);
+    let a0 = range("a", 0, 3, &[(1000, "x", 1.0), (1001, "x", 2.0)]);
+    let a1 = range("a", 2, 3, &[(1002, "y", 3.0)]);
+    let b0 = range("b", 0, 1, &[(1003, "z", 4.0)]);
 
-    let r = db.store.write(&[&a0, &a0, &a1]).await.unwrap();
+    let r = db
+        .store
+        .write(&[&a0, &a0, &a1], far_deadline())
+        .await
+        .unwrap();
     assert_eq!((r.rows, r.parts_written, r.parts_skipped), (3, 2, 1));
     assert_eq!(r.rows_skipped, 2);
-    let r = db.store.write(&[&a1, &b0, &a0]).await.unwrap();
+    let r = db
+        .store
+        .write(&[&a1, &b0, &a0], far_deadline())
+        .await
+        .unwrap();
+    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (1, 1, 2));
+    assert_eq!(r.rows_skipped, 3);
+    assert_eq!(
+        db.rows().await,
+        [
+            (1_000_000_000, "x".into(), 1.0),
+            (1_001_000_000, "x".into(), 2.0),
+            (1_002_000_000, "y".into(), 3.0),
+            (1_003_000_000, "z".into(), 4.0)
+        ]
+    );
+    // Each batch once, with its size and the offsets written.
+    assert_eq!(
+        written_batches(&db).await,
+        [
+            ("a".into(), 3, "{[0,3)}".into()),
+            ("b".into(), 1, "{[0,1)}".into())
+        ]
+    );
+}
+
+/// What `written_batches` records: (batch id, size, offsets written).
+async fn written_batches(db: &TestDb) -> Vec<(String, i32, String)> {
+    db.client()
+        .await
+        .query(
+            "SELECT batch_id, readings, written::text FROM written_batches ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_version_1_part_is_written_once_however_often_it_arrives() {
+    let db = TestDb::new().await;
+    let a0 = numbered("a", 0, &[(1000, "x", 1.0), (1001, "x", 2.0)]);
+    let a1 = numbered("a", 1, &[(1002, "y", 3.0)]);
+    let b0 = numbered("b", 0, &[(1003, "z", 4.0)]);
+
+    let r = db
+        .store
+        .write(&[&a0, &a0, &a1], far_deadline())
+        .await
+        .unwrap();
+    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (3, 2, 1));
+    assert_eq!(r.rows_skipped, 2);
+    let r = db
+        .store
+        .write(&[&a1, &b0, &a0], far_deadline())
+        .await
+        .unwrap();
     assert_eq!((r.rows, r.parts_written, r.parts_skipped), (1, 1, 2));
     assert_eq!(r.rows_skipped, 3);
     assert_eq!(
@@ -179,29 +251,35 @@ async fn a_part_is_written_once_however_often_it_arrives() {
 }
 
 #[tokio::test]
-async fn a_database_of_the_previous_schema_version_gains_the_part_sizes() {
+async fn a_database_of_an_older_schema_version_gains_what_this_one_records() {
     let db = TestDb::new().await;
-    let a0 = part("a", 0, &[(1000, "x", 1.0)]);
-    db.store.write(&[&a0]).await.unwrap();
+    let a0 = numbered("a", 0, &[(1000, "x", 1.0)]);
+    db.store.write(&[&a0], far_deadline()).await.unwrap();
     // As version 3 left it: parts recorded without their number of readings.
     db.client()
         .await
         .batch_execute(
             "ALTER TABLE ingest_batches DROP COLUMN readings;
+             DROP TABLE written_batches;
              UPDATE pipeline_schema SET version = 3;",
         )
         .await
         .unwrap();
     // A function of this version starting against it.
     let store = Store::new(&db.config).unwrap();
-    let b0 = part("b", 0, &[(1001, "x", 2.0), (1002, "y", 3.0)]);
-    let r = store.write(&[&a0, &b0]).await.unwrap();
-    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (2, 1, 1));
+    let b0 = numbered("b", 0, &[(1001, "x", 2.0), (1002, "y", 3.0)]);
+    let c0 = range("c", 0, 1, &[(1004, "z", 5.0)]);
+    let r = store.write(&[&a0, &b0, &c0], far_deadline()).await.unwrap();
+    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (3, 2, 1));
     assert_eq!(
         recorded_parts(&db).await,
         [("a".into(), 0, None), ("b".into(), 0, Some(2))]
     );
-    assert_eq!(db.count().await, 3);
+    assert_eq!(
+        written_batches(&db).await,
+        [("c".into(), 1, "{[0,1)}".into())]
+    );
+    assert_eq!(db.count().await, 4);
 }
 
 /// The batch parts `ingest_batches` records: (batch id, part, number of readings).
@@ -223,12 +301,12 @@ async fn recorded_parts(db: &TestDb) -> Vec<(String, i32, Option<i32>)> {
 async fn concurrent_writers_of_the_same_part_write_it_once() {
     let db = TestDb::new().await;
     db.store.ensure_schema().await.unwrap();
-    let p = part("same", 0, &[(2000, "x", 1.0), (2001, "x", 2.0)]);
+    let p = range("same", 0, 2, &[(2000, "x", 1.0), (2001, "x", 2.0)]);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..6 {
         let store = db.store.clone();
         let p = p.clone();
-        tasks.spawn(async move { store.write(&[&p]).await.unwrap().rows });
+        tasks.spawn(async move { store.write(&[&p], far_deadline()).await.unwrap().rows });
     }
     let mut total = 0;
     while let Some(r) = tasks.join_next().await {
@@ -251,7 +329,10 @@ async fn recent_filters_and_orders() {
             )
         })
         .collect();
-    db.store.write(&[&part("q", 0, &rows)]).await.unwrap();
+    db.store
+        .write(&[&range("q", 0, rows.len() as u32, &rows)], far_deadline())
+        .await
+        .unwrap();
 
     let times = |v: Vec<readings::Reading>| {
         v.iter()
@@ -595,17 +676,29 @@ async fn deadlocks_and_serialization_failures_are_transient() {
 /// them. Or the first is cancelled and rolls back: the second writes them.
 #[tokio::test]
 async fn a_writer_racing_another_on_the_same_parts_waits_for_it_and_never_doubles_rows() {
-    for first_commits in [true, false] {
+    for (version_1, first_commits) in [(false, true), (false, false), (true, true), (true, false)] {
         let db = TestDb::new().await;
         let (first, second) = (named_store(&db, "first"), named_store(&db, "second"));
         first.ready().await.unwrap();
         second.ready().await.unwrap();
         let observer = session(&db).await;
-        let shared = [
-            part("shared", 0, &[(3000, "x", 1.0), (3001, "y", 2.0)]),
-            part("shared", 1, &[(3002, "x", 3.0)]),
-        ];
-        let own = part("own", 0, &[(3003, "z", 4.0)]);
+        let (shared, own) = if version_1 {
+            (
+                [
+                    numbered("shared", 0, &[(3000, "x", 1.0), (3001, "y", 2.0)]),
+                    numbered("shared", 1, &[(3002, "x", 3.0)]),
+                ],
+                numbered("own", 0, &[(3003, "z", 4.0)]),
+            )
+        } else {
+            (
+                [
+                    range("shared", 0, 3, &[(3000, "x", 1.0), (3001, "y", 2.0)]),
+                    range("shared", 2, 3, &[(3002, "x", 3.0)]),
+                ],
+                range("own", 0, 1, &[(3003, "z", 4.0)]),
+            )
+        };
 
         let blocker = session(&db).await;
         blocker
@@ -614,13 +707,21 @@ async fn a_writer_racing_another_on_the_same_parts_waits_for_it_and_never_double
             .unwrap();
         let first_write = tokio::spawn({
             let (store, parts) = (first.clone(), shared.clone());
-            async move { store.write(&parts.iter().collect::<Vec<_>>()).await }
+            async move {
+                store
+                    .write(&parts.iter().collect::<Vec<_>>(), far_deadline())
+                    .await
+            }
         });
         wait_for_lock_wait(&observer, "first", "relation").await;
         let second_write = tokio::spawn({
             let (store, mut parts) = (second.clone(), shared.to_vec());
             parts.insert(1, own.clone());
-            async move { store.write(&parts.iter().collect::<Vec<_>>()).await }
+            async move {
+                store
+                    .write(&parts.iter().collect::<Vec<_>>(), far_deadline())
+                    .await
+            }
         });
         wait_for_lock_wait(&observer, "second", "transactionid").await;
 
@@ -676,38 +777,58 @@ async fn a_writer_racing_another_on_the_same_parts_waits_for_it_and_never_double
                 (3_002_000_000, "x".into(), 3.0),
                 (3_003_000_000, "z".into(), 4.0)
             ],
-            "first commits: {first_commits}"
+            "version 1: {version_1}, first commits: {first_commits}"
         );
     }
 }
 
-/// A request retried with the same `Idempotency-Key` has the same batch id, and the
-/// long-running ingest host packs each try beside whatever other requests are waiting, so the
-/// first try and the retry share messages differently. Their parts must still hold the same
-/// readings under the same part numbers: a part already written from one try makes the
-/// writer skip that part of the other.
+/// A request retried with the same `Idempotency-Key` has the same batch id, but its tries
+/// may be packed differently: the long-running ingest host packs each try beside whatever
+/// other requests are waiting, and another instance may have another message size (SQS
+/// queues take 1 KiB to 1 MiB). Whichever parts of which try arrive, in whatever order,
+/// the writer writes each of the request's readings once.
 #[tokio::test]
-async fn a_retry_packed_beside_other_requests_writes_each_reading_once() {
+async fn a_retry_packed_differently_writes_each_reading_once() {
     let retried = sample_readings("retried", 120);
-    let max = 2048;
     // The first try shares its first message with another request's readings; the retry is
-    // packed alone (a quiet moment, or Lambda, which packs each request on its own).
-    let mut packer = Packer::new(max);
+    // packed alone (a quiet moment, or Lambda, which packs each request on its own), at
+    // another message size.
+    let mut packer = Packer::new(2048, Utc::now());
     packer.add("other", &sample_readings("other", 9)).unwrap();
     packer.add("retried", &retried).unwrap();
     let first_try = packer.finish();
-    let retry = pack("retried", &retried, max).unwrap();
+    let mut packer = Packer::new(3000, Utc::now());
+    packer.add("retried", &retried).unwrap();
+    let retry = packer.finish();
     assert!(first_try.len() > 1 && retry.len() > 1);
+    // The parts of the two tries begin at different offsets.
+    let starts = |bodies: &[String]| -> Vec<u32> {
+        bodies
+            .iter()
+            .flat_map(|b| decode(b).unwrap().batches)
+            .filter(|p| p.id == "retried")
+            .map(|p| p.offsets().unwrap().start)
+            .collect()
+    };
+    assert_ne!(starts(&first_try), starts(&retry));
+    // The first try's first message holds only the other request's readings.
+    assert_eq!(starts(&first_try[..1]), Vec::<u32>::new());
 
     let bodies = |tries: &[&[String]]| -> Vec<String> { tries.concat() };
     // Every message of both tries, the first try's first or the retry's; or only the first
-    // message of the first try (the process died before sending the next), then the retry.
+    // part of one try, then the other.
     for (case, messages) in [
         ("first try, then retry", bodies(&[&first_try, &retry])),
         ("retry, then first try", bodies(&[&retry, &first_try])),
+        // One try died after its first part of the request (the process was killed before
+        // sending the next): the other try's parts overlap it without matching it.
         (
-            "first message only, then retry",
-            bodies(&[&first_try[..1], &retry]),
+            "the first try's first part only, then the retry",
+            bodies(&[&first_try[..2], &retry]),
+        ),
+        (
+            "the retry's first part only, then the first try",
+            bodies(&[&retry[..1], &first_try]),
         ),
         (
             "interleaved",
@@ -724,7 +845,7 @@ async fn a_retry_packed_beside_other_requests_writes_each_reading_once() {
         for body in &messages {
             let parts = decode(body).unwrap().batches;
             db.store
-                .write(&parts.iter().collect::<Vec<_>>())
+                .write(&parts.iter().collect::<Vec<_>>(), far_deadline())
                 .await
                 .unwrap();
         }

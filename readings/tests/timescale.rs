@@ -10,7 +10,7 @@ use readings::model::envelope::{BatchPart, WireReading};
 use readings::postgres::store::{Store, StoreError, TableKind};
 use readings::query::{Cursor, RecentQuery, StatsQuery};
 use readings::testing::{
-    background_job_runs, expected_kind, run_policy_jobs, PrivateCluster, TestDb,
+    background_job_runs, expected_kind, far_deadline, run_policy_jobs, PrivateCluster, TestDb,
 };
 use readings::Reading;
 
@@ -22,15 +22,16 @@ fn store_with(config: &DbConfig, mode: TimescaleMode) -> Store {
     .unwrap()
 }
 
+/// All of a batch of its own, named after `id` and `n`.
 fn part(id: &str, n: u32, rows: &[(i64, &str, f64)]) -> BatchPart {
-    BatchPart {
-        id: id.into(),
-        part: n,
-        readings: rows
-            .iter()
+    BatchPart::range(
+        format!("{id}/{n}"),
+        0,
+        rows.len() as u32,
+        rows.iter()
             .map(|(t, l, v)| WireReading(*t, (*l).into(), *v))
             .collect(),
-    }
+    )
 }
 
 async fn query_i64(c: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -102,7 +103,10 @@ async fn a_server_without_timescaledb_preloaded_gives_a_plain_table_and_no_fatal
     let reason = schema.plain_because.unwrap_or_default();
     assert!(reason.contains(why), "{reason}");
     store
-        .write(&[&part("p", 0, &[(1_700_000_000_000_000, "attic", 20.5)])])
+        .write(
+            &[&part("p", 0, &[(1_700_000_000_000_000, "attic", 20.5)])],
+            far_deadline(),
+        )
         .await
         .unwrap();
     let newest = store.recent(&RecentQuery::default()).await.unwrap();
@@ -256,15 +260,18 @@ async fn the_tutorials_table_is_adopted_and_rows_with_nulls_are_skipped() {
     );
     // New readings go in beside the old ones.
     db.store
-        .write(&[&part(
-            "new",
-            0,
-            &[(
-                at("2024-03-15T12:05:00Z").timestamp_micros(),
-                "bedroom",
-                68.0,
+        .write(
+            &[&part(
+                "new",
+                0,
+                &[(
+                    at("2024-03-15T12:05:00Z").timestamp_micros(),
+                    "bedroom",
+                    68.0,
+                )],
             )],
-        )])
+            far_deadline(),
+        )
         .await
         .unwrap();
     assert_eq!(db.count().await, before + 1);
@@ -576,7 +583,10 @@ async fn late_readings_into_a_compressed_chunk_are_written_exactly_once() {
     let old: Vec<(i64, &str, f64)> = (0..600)
         .map(|i| (now - 12 * DAY_US + i * 60_000_000, "field", i as f64))
         .collect();
-    db.store.write(&[&part("seed", 0, &old)]).await.unwrap();
+    db.store
+        .write(&[&part("seed", 0, &old)], far_deadline())
+        .await
+        .unwrap();
     let c = db.client().await;
     if expected_kind() == TableKind::Hypertable {
         let compressed = query_i64(
@@ -599,11 +609,15 @@ async fn late_readings_into_a_compressed_chunk_are_written_exactly_once() {
         .collect();
     let late = part("late", 0, &late_rows);
     let fresh = part("fresh", 0, &[(now, "field", 5.0)]);
-    let first = db.store.write(&[&late]).await.unwrap();
+    let first = db.store.write(&[&late], far_deadline()).await.unwrap();
     assert_eq!(first.rows, 50);
-    let again = db.store.write(&[&late]).await.unwrap();
+    let again = db.store.write(&[&late], far_deadline()).await.unwrap();
     assert_eq!((again.rows, again.parts_skipped), (0, 1));
-    let mixed = db.store.write(&[&late, &fresh]).await.unwrap();
+    let mixed = db
+        .store
+        .write(&[&late, &fresh], far_deadline())
+        .await
+        .unwrap();
     assert_eq!((mixed.rows, mixed.parts_skipped), (1, 1));
     assert_eq!(db.count().await, 600 + 50 + 1);
     let late_in_table = query_i64(
@@ -742,7 +756,7 @@ async fn every_route_answers_the_same_over_compressed_chunks() {
     }
     for (k, chunk) in rows.chunks(2000).enumerate() {
         db.store
-            .write(&[&part("seed", k as u32, chunk)])
+            .write(&[&part("seed", k as u32, chunk)], far_deadline())
             .await
             .unwrap();
     }

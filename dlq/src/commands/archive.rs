@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::report::rfc3339;
-use crate::message::{DeadMessage, Filter};
+use crate::message::{AgeLimit, DeadMessage, Filter};
 use crate::scan::scan;
-use crate::sqs::{self, Outgoing};
+use crate::sqs::{self, Outgoing, MAX_BATCH_ENTRIES};
 use crate::ui::Ui;
 use crate::Queues;
+use chrono::{DateTime, Utc};
+use readings::queue::deadletter::ATTR_ENQUEUED_AT;
 
 /// One line of an export file. `import` uses `body` and `attributes`; the rest is for
 /// people and other tools.
@@ -27,6 +29,10 @@ pub struct Line {
     pub attributes: BTreeMap<String, String>,
     #[serde(default)]
     pub sent_timestamp: Option<String>,
+    /// When its readings were first enqueued (see `DeadMessage::enqueued_at`); `import`
+    /// puts it back as the `enqueued_at` attribute.
+    #[serde(default)]
+    pub enqueued_at: Option<String>,
     #[serde(default)]
     pub receive_count: Option<u64>,
     #[serde(default)]
@@ -42,6 +48,7 @@ impl From<&DeadMessage> for Line {
             body: m.body.clone(),
             attributes: m.attributes.clone(),
             sent_timestamp: m.sent_at.map(rfc3339),
+            enqueued_at: m.enqueued_at().map(rfc3339),
             receive_count: m.receive_count,
             class: Some(m.class().to_owned()),
             reason: Some(m.reason()),
@@ -85,11 +92,18 @@ fn write_lines(file: &Path, messages: &[DeadMessage]) -> Result<()> {
     write().with_context(|| format!("writing {}", file.display()))
 }
 
-pub(crate) async fn import(q: &Queues<'_>, ui: Ui, file: &Path) -> Result<()> {
+pub(crate) async fn import(
+    q: &Queues<'_>,
+    ui: Ui,
+    file: &Path,
+    age: AgeLimit,
+    force: bool,
+) -> Result<()> {
     let dlq = q.dlq().await?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut messages = Vec::new();
+    let mut letters = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -108,19 +122,41 @@ pub(crate) async fn import(q: &Queues<'_>, ui: Ui, file: &Path) -> Result<()> {
                 i + 1
             );
         }
+        let mut attributes = parsed.attributes;
+        // The enqueue time travels as an attribute when the line has it and the body does
+        // not say it (a version-1 body).
+        if let Some(t) = &parsed.enqueued_at {
+            attributes
+                .entry(ATTR_ENQUEUED_AT.to_owned())
+                .or_insert_with(|| t.clone());
+        }
+        let sent_at = parsed
+            .sent_timestamp
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        letters.push(DeadMessage {
+            message_id: parsed.message_id,
+            body: parsed.body.clone(),
+            attributes: attributes.clone(),
+            sent_at,
+            receive_count: parsed.receive_count,
+        });
         messages.push(Outgoing {
             body: parsed.body,
-            attributes: parsed.attributes,
+            attributes,
         });
     }
+    age.check(&letters, force, "import")?;
+    let sender = sqs::sender(q.client, &dlq).await?;
     let bar = ui.progress(Some(messages.len() as u64), "importing");
     let mut sent = 0;
-    for batch in sqs::batches(&messages) {
-        sqs::send_batch(q.client, &dlq, batch).await.with_context(|| {
+    for chunk in messages.chunks(MAX_BATCH_ENTRIES) {
+        sqs::send(&sender, chunk).await.with_context(|| {
             format!("import stopped after sending {sent} of {} messages; the first {sent} lines are on the queue", messages.len())
         })?;
-        sent += batch.len();
-        bar.inc(batch.len() as u64);
+        sent += chunk.len();
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     if ui.json {

@@ -1,6 +1,5 @@
 //! `replay`: dead letters back to the main queue.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +9,12 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::report::rfc3339;
-use crate::message::{DeadMessage, Filter};
+use crate::message::{AgeLimit, DeadMessage, Filter};
 use crate::scan::{scan, Scan, HOLD};
 use crate::sqs::{self, Outgoing, MAX_BATCH_ENTRIES};
 use crate::ui::Ui;
 use crate::Queues;
+use readings::queue::deadletter::{ATTR_ENQUEUED_AT, ATTR_REPLAY_FORCED};
 
 /// Messages per second a replay without --rate is assumed to reach at worst, to size the
 /// visibility timeout of the selected messages.
@@ -25,6 +25,9 @@ pub(crate) struct ReplayOptions {
     pub max: Option<usize>,
     pub rate: Option<f64>,
     pub dry_run: bool,
+    /// Dead letters older than this are refused without `force`.
+    pub age: AgeLimit,
+    pub force: bool,
 }
 
 pub(crate) async fn replay(
@@ -44,6 +47,10 @@ pub(crate) async fn replay(
     bar.finish_and_clear();
     let selected = std::mem::take(&mut scanned.matched);
     let skipped = scanned.skipped;
+    if let Err(refused) = options.age.check(&selected, options.force, "replay") {
+        scanned.release().await?;
+        return Err(refused);
+    }
 
     if options.dry_run {
         scanned.release().await?;
@@ -69,7 +76,7 @@ pub(crate) async fn replay(
         return Ok(());
     }
 
-    let moved = move_to_main(q, ui, &mut scanned, &selected, &dlq, &main, options.rate).await;
+    let moved = move_to_main(q, ui, &mut scanned, &selected, &dlq, &main, options).await;
     let released = scanned.release().await;
     let (moved, interrupted) = moved?;
     released?;
@@ -90,6 +97,22 @@ pub(crate) async fn replay(
     Ok(())
 }
 
+/// The message a replay sends for `m`: its body, the time its readings were first enqueued
+/// (which a version-1 body does not carry itself) and, for a dead letter older than the
+/// batch records replayed with `--force`, the mark that has the writer write it anyway.
+fn replayed(m: &DeadMessage, options: &ReplayOptions) -> Outgoing {
+    let mut out = Outgoing::new(m.body.clone());
+    if let Some(t) = m.enqueued_at() {
+        out.attributes
+            .insert(ATTR_ENQUEUED_AT.to_owned(), t.to_rfc3339());
+    }
+    if options.force && options.age.expired(m) {
+        out.attributes
+            .insert(ATTR_REPLAY_FORCED.to_owned(), "true".to_owned());
+    }
+    out
+}
+
 /// Sends each selected message to the main queue, then deletes it from the DLQ, a batch at
 /// a time; stops early on Ctrl-C. Returns (moved, interrupted).
 async fn move_to_main(
@@ -99,8 +122,10 @@ async fn move_to_main(
     selected: &[DeadMessage],
     dlq: &str,
     main: &str,
-    rate: Option<f64>,
+    options: ReplayOptions,
 ) -> Result<(usize, bool)> {
+    let rate = options.rate;
+    let sender = sqs::sender(q.client, main).await?;
     // Keep the selection hidden for as long as the move may take (paced by --rate, else
     // assuming a slow endpoint), so no message shows up again on the DLQ half-way.
     let expected = selected.len() as f64 / rate.unwrap_or(ASSUMED_RATE);
@@ -130,18 +155,10 @@ async fn move_to_main(
             interrupted = true;
             break;
         }
-        let outgoing: Vec<Outgoing> = group
-            .iter()
-            .map(|m| Outgoing {
-                body: m.body.clone(),
-                attributes: BTreeMap::new(),
-            })
-            .collect();
-        for batch in sqs::batches(&outgoing) {
-            sqs::send_batch(q.client, main, batch)
-                .await
-                .with_context(|| stopped(moved))?;
-        }
+        let outgoing: Vec<Outgoing> = group.iter().map(|m| replayed(m, &options)).collect();
+        sqs::send(&sender, &outgoing)
+            .await
+            .with_context(|| stopped(moved))?;
         let receipts: Vec<String> = group
             .iter()
             .filter_map(|m| scanned.receipt(&m.message_id).map(str::to_owned))

@@ -141,6 +141,7 @@ pub(crate) fn message_json(m: &DeadMessage) -> serde_json::Value {
         "reason": m.reason(),
         "failed_at": m.failed_at().map(rfc3339),
         "sent_timestamp": m.sent_at.map(rfc3339),
+        "enqueued_at": m.enqueued_at().map(rfc3339),
         "receive_count": m.receive_count,
         "attributes": m.attributes,
         "summary": m.summary(),
@@ -179,11 +180,7 @@ pub(crate) fn print_message(m: &DeadMessage) {
             first,
             last,
         } => {
-            let names: Vec<String> = parts
-                .iter()
-                .take(5)
-                .map(|p| format!("{}/{}", p.id, p.part))
-                .collect();
+            let names: Vec<String> = parts.iter().take(5).map(|p| p.part.clone()).collect();
             let more = if parts.len() > 5 { ", ..." } else { "" };
             println!(
                 "  readings:  {readings} in {} part(s) ({}{more}), {locations} location(s), {} .. {}",

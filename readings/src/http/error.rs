@@ -97,7 +97,8 @@ impl From<IngestError> for ApiError {
                 tracing::error!(error = %message, "enqueue failed");
                 ApiError::unavailable("the queue is unavailable; retry later (send an Idempotency-Key header to make retries safe)", 5)
             }
-            IngestError::Queue(QueueError::Rejected(_)) | IngestError::Envelope(_) => {
+            IngestError::Queue(QueueError::Rejected(_) | QueueError::Config(_))
+            | IngestError::Envelope(_) => {
                 tracing::error!(error = %message, "enqueue failed");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -66,7 +66,7 @@ async fn collect(mut rx: mpsc::Receiver<Job>, sender: Sender, linger: Duration) 
     let flush_at = sender.max_message_bytes();
     while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + linger;
-        let mut packer = Packer::new(sender.max_message_bytes());
+        let mut packer = Packer::new(sender.packing_bytes(), chrono::Utc::now());
         let mut waiting = Vec::new();
         let mut take =
             |job: Job, packer: &mut Packer| match packer.add(&job.batch_id, &job.readings) {

@@ -18,8 +18,10 @@ use crate::model::reading::{validate, FieldError, Reading, Submitted};
 use crate::postgres::store::{Claim, Store};
 use crate::queue::{QueueError, Sender};
 
-/// Namespace for batch ids derived from `Idempotency-Key` headers.
-const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x1b4e_28ba_2fa1_41d2_883f_0016_d3cc_a427);
+/// Namespace for batch ids derived from an API key's id and an `Idempotency-Key` header.
+/// (Batch ids once derived from the header alone, in another namespace, so two tenants'
+/// keys could name the same batch; messages queued with those ids are written as ever.)
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d2c_8f0e_61b4_4c3a_9e27_b1a0_4f6d_c913);
 /// Most field errors listed in one response.
 pub const MAX_DETAILS: usize = 100;
 /// Longest accepted `Idempotency-Key`.
@@ -230,9 +232,13 @@ pub fn validate_all(
     Ok(readings)
 }
 
-/// The batch id of a request: derived from its `Idempotency-Key` when it has one (so a
-/// retried request maps to the same id), random otherwise.
-pub fn batch_id(idempotency_key: Option<&str>) -> Result<String, IngestError> {
+/// The batch id of a request: derived from its `Idempotency-Key` when it has one, together
+/// with the id of the API key that sent it (`tenant`; `None` when keys are not checked), so
+/// a retried request maps to the same id and two tenants' keys never do. Random otherwise.
+pub fn batch_id(
+    tenant: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<String, IngestError> {
     match idempotency_key {
         None => Ok(Uuid::new_v4().to_string()),
         Some(key) => {
@@ -241,7 +247,9 @@ pub fn batch_id(idempotency_key: Option<&str>) -> Result<String, IngestError> {
                     "must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes long"
                 )));
             }
-            Ok(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes()).to_string())
+            // Key ids are hex and header values hold no NUL: the pair is unambiguous.
+            let name = format!("{}\0{key}", tenant.unwrap_or(""));
+            Ok(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()).to_string())
         }
     }
 }
@@ -276,10 +284,12 @@ impl Ingestor {
         self
     }
 
-    /// Handles one request body end to end: parse, validate, pack, enqueue.
+    /// Handles one request body end to end: parse, validate, pack, enqueue. `tenant` is the
+    /// id of the API key that sent it, which scopes its `Idempotency-Key`.
     pub async fn ingest(
         &self,
         content_type: Option<&str>,
+        tenant: Option<&str>,
         idempotency_key: Option<&str>,
         body: &[u8],
     ) -> Result<Accepted, IngestError> {
@@ -289,7 +299,7 @@ impl Ingestor {
                 limit: self.config.max_body_bytes,
             });
         }
-        let batch_id = batch_id(idempotency_key)?;
+        let batch_id = batch_id(tenant, idempotency_key)?;
         let received_at = Utc::now();
         let readings = read_body(body, format, received_at, &self.config)?;
         if idempotency_key.is_some() {
@@ -303,7 +313,7 @@ impl Ingestor {
         let messages = match &self.coalescer {
             Some(c) => c.submit(batch_id.clone(), readings).await?,
             None => {
-                let bodies = envelope::pack(&batch_id, &readings, self.sender.max_message_bytes())?;
+                let bodies = envelope::pack(&batch_id, &readings, self.sender.packing_bytes())?;
                 let messages = bodies.len();
                 self.sender.send_all(bodies).await?;
                 messages
@@ -462,12 +472,20 @@ mod tests {
     }
 
     #[test]
-    fn batch_ids_follow_the_idempotency_key() {
-        let a = batch_id(Some("key-1")).unwrap();
-        assert_eq!(a, batch_id(Some("key-1")).unwrap());
-        assert_ne!(a, batch_id(Some("key-2")).unwrap());
-        assert_ne!(batch_id(None).unwrap(), batch_id(None).unwrap());
-        assert!(batch_id(Some("")).is_err());
-        assert!(batch_id(Some(&"k".repeat(256))).is_err());
+    fn batch_ids_follow_the_tenant_and_the_idempotency_key() {
+        let a = batch_id(Some("0123456789ab"), Some("key-1")).unwrap();
+        assert_eq!(a, batch_id(Some("0123456789ab"), Some("key-1")).unwrap());
+        assert_ne!(a, batch_id(Some("0123456789ab"), Some("key-2")).unwrap());
+        assert_ne!(a, batch_id(Some("ba9876543210"), Some("key-1")).unwrap());
+        assert_ne!(a, batch_id(None, Some("key-1")).unwrap());
+        // Not the id the header alone once gave.
+        let legacy = Uuid::new_v5(
+            &Uuid::from_u128(0x1b4e_28ba_2fa1_41d2_883f_0016_d3cc_a427),
+            b"key-1",
+        );
+        assert_ne!(batch_id(None, Some("key-1")).unwrap(), legacy.to_string());
+        assert_ne!(batch_id(None, None).unwrap(), batch_id(None, None).unwrap());
+        assert!(batch_id(None, Some("")).is_err());
+        assert!(batch_id(None, Some(&"k".repeat(256))).is_err());
     }
 }

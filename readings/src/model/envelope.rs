@@ -1,15 +1,31 @@
 //! The queue message body: a small versioned JSON envelope.
 //!
 //! ```json
-//! {"v":1,"batches":[{"id":"<batch id>","part":0,"readings":[[1678925592000000,"bedroom",66.0]]}]}
+//! {"v":2,"at":1678925592123,"batches":[{"id":"<batch id>","first":0,"of":1,"readings":[[1678925592000000,"bedroom",66.0]]}]}
 //! ```
 //!
 //! A reading travels as `[epoch microseconds, location, temperature]`. A request's readings
-//! may span several messages; each message carries one *part* of the batch, and `(id, part)`
-//! is what the writer records to make a redelivered part a no-op. The envelope holds a list
-//! of parts so that parts of several requests can share a message. Decoders accept every
-//! version listed in [`SUPPORTED_VERSIONS`], so messages that wait in a queue across an
-//! upgrade stay readable.
+//! are its *batch*, numbered from 0 in the order the request gave them. A message carries
+//! *parts* of batches: readings `first .. first + len` of a batch of `of` readings. That
+//! identity depends only on the request, never on how its readings were cut into messages:
+//! a retried request (the same `Idempotency-Key`, so the same batch id) that an instance
+//! with another message size packed differently names each reading by the same offset, and
+//! the writer records which offsets of each batch it has written (see `Store::write`). The
+//! envelope holds a list of parts so that parts of several requests can share a message.
+//! `at` is when the message was packed (epoch milliseconds): dead letters and replays carry
+//! it, so a replay can be refused once the writer's batch records may be gone.
+//!
+//! The body is ASCII: every other character of a string travels as a `\u` escape (a
+//! surrogate pair beyond the Basic Multilingual Plane), which decoding turns back into the
+//! same character. SQS restricts the characters of a message body (and some SQS stand-ins
+//! restrict them further); escaped, every valid location travels on every queue unchanged.
+//!
+//! Version 1 (`{"v":1,"batches":[{"id","part","readings"}]}`) numbered parts instead, in
+//! the order the producer cut them; it is still read, and written exactly once by its part
+//! number. Decoders accept every version listed in [`SUPPORTED_VERSIONS`], so messages that
+//! wait in a queue across an upgrade stay readable.
+
+use std::io;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,23 +34,71 @@ use thiserror::Error;
 use crate::model::reading::Reading;
 
 /// The version this build writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The versions this build reads.
-pub const SUPPORTED_VERSIONS: [u32; 1] = [1];
+pub const SUPPORTED_VERSIONS: [u32; 2] = [1, 2];
 
 /// A decoded message body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     pub v: u32,
+    /// When the message was packed (version 2 on; `None` for version 1).
+    pub at: Option<DateTime<Utc>>,
     pub batches: Vec<BatchPart>,
 }
 
 /// One part of one ingest request's batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchPart {
     pub id: String,
-    pub part: u32,
+    pub place: Place,
     pub readings: Vec<WireReading>,
+}
+
+/// Which readings of its batch a part holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Version 2: the readings from offset `first` on (as many as the part holds), of a batch
+    /// of `of` readings.
+    Range { first: u32, of: u32 },
+    /// Version 1: the part's number, in the order its producer cut the batch.
+    Numbered(u32),
+}
+
+impl BatchPart {
+    /// A version-2 part: readings `first ..` of a batch of `of`.
+    pub fn range(id: impl Into<String>, first: u32, of: u32, readings: Vec<WireReading>) -> Self {
+        BatchPart {
+            id: id.into(),
+            place: Place::Range { first, of },
+            readings,
+        }
+    }
+
+    /// The offsets this part holds, for a version-2 part.
+    pub fn offsets(&self) -> Option<std::ops::Range<u32>> {
+        match self.place {
+            Place::Range { first, .. } => Some(
+                first..first.saturating_add(u32::try_from(self.readings.len()).unwrap_or(u32::MAX)),
+            ),
+            Place::Numbered(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BatchPart {
+    /// `<id>[first..end of N]` or, for version 1, `<id>/part`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.place {
+            Place::Range { first, of } => write!(
+                f,
+                "{}[{first}..{} of {of}]",
+                self.id,
+                first as usize + self.readings.len()
+            ),
+            Place::Numbered(n) => write!(f, "{}/{n}", self.id),
+        }
+    }
 }
 
 /// A reading as it travels: `[epoch microseconds, location, temperature]`.
@@ -73,55 +137,155 @@ pub enum EnvelopeError {
     BadTime(i64),
     #[error("a reading of {0} bytes cannot fit in a message of at most {1} bytes")]
     TooLarge(usize, usize),
+    #[error("message body is not a readings envelope: {0}")]
+    Inconsistent(String),
+}
+
+/// The envelope as the JSON holds it, every version's fields optional, so one parse reads
+/// any version and [`decode`] checks what that version requires.
+#[derive(Deserialize)]
+struct Raw {
+    v: u32,
+    #[serde(default)]
+    at: Option<i64>,
+    batches: Vec<RawPart>,
+}
+
+#[derive(Deserialize)]
+struct RawPart {
+    id: String,
+    #[serde(default)]
+    part: Option<u32>,
+    #[serde(default)]
+    first: Option<u32>,
+    #[serde(default)]
+    of: Option<u32>,
+    readings: Vec<WireReading>,
 }
 
 /// Decodes a message body.
 pub fn decode(body: &str) -> Result<Envelope, EnvelopeError> {
-    match serde_json::from_str::<Envelope>(body) {
-        Ok(e) if SUPPORTED_VERSIONS.contains(&e.v) => Ok(e),
-        Ok(e) => Err(EnvelopeError::UnsupportedVersion { found: e.v }),
+    let raw = match serde_json::from_str::<Raw>(body) {
+        Ok(raw) if SUPPORTED_VERSIONS.contains(&raw.v) => raw,
+        Ok(raw) => return Err(EnvelopeError::UnsupportedVersion { found: raw.v }),
         Err(err) => {
             // A newer envelope may not parse as this one: name its version if it has one.
             #[derive(Deserialize)]
             struct Probe {
                 v: u32,
             }
-            match serde_json::from_str::<Probe>(body) {
+            return match serde_json::from_str::<Probe>(body) {
                 Ok(p) if !SUPPORTED_VERSIONS.contains(&p.v) => {
                     Err(EnvelopeError::UnsupportedVersion { found: p.v })
                 }
                 _ => Err(EnvelopeError::Malformed(err)),
-            }
+            };
         }
+    };
+    let bad = |what: String| Err(EnvelopeError::Inconsistent(what));
+    let at = match (raw.v, raw.at) {
+        (1, _) => None,
+        (_, Some(ms)) => match DateTime::from_timestamp_millis(ms) {
+            Some(t) => Some(t),
+            None => return bad(format!("`at` {ms} is out of range")),
+        },
+        (v, None) => return bad(format!("a version {v} envelope needs `at`")),
+    };
+    let mut batches = Vec::with_capacity(raw.batches.len());
+    for p in raw.batches {
+        let place = match (raw.v, p.part, p.first, p.of) {
+            (1, Some(n), _, _) => Place::Numbered(n),
+            (1, None, ..) => return bad(format!("part of batch {} has no `part`", p.id)),
+            (_, _, Some(first), Some(of)) => {
+                let end = u64::from(first) + p.readings.len() as u64;
+                if p.readings.is_empty() || end > u64::from(of) {
+                    return bad(format!(
+                        "part of batch {} holds readings {first}..{end}, outside its batch of {of}",
+                        p.id
+                    ));
+                }
+                Place::Range { first, of }
+            }
+            _ => return bad(format!("part of batch {} needs `first` and `of`", p.id)),
+        };
+        batches.push(BatchPart {
+            id: p.id,
+            place,
+            readings: p.readings,
+        });
     }
+    Ok(Envelope {
+        v: raw.v,
+        at,
+        batches,
+    })
+}
+
+/// Writes JSON with every non-ASCII character of a string as a `\u` escape.
+struct AsciiFormatter;
+
+impl serde_json::ser::Formatter for AsciiFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        if fragment.is_ascii() {
+            return writer.write_all(fragment.as_bytes());
+        }
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if c.is_ascii() {
+                continue;
+            }
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// Serialises `value` as ASCII-only JSON (see [`AsciiFormatter`]) onto `out`.
+fn write_ascii<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), EnvelopeError> {
+    let mut ser = serde_json::Serializer::with_formatter(out, AsciiFormatter);
+    value.serialize(&mut ser).map_err(EnvelopeError::Malformed)
+}
+
+/// `value` as ASCII-only JSON text: what the envelope writes, for other texts bound for SQS.
+pub fn to_ascii_json<T: Serialize + ?Sized>(value: &T) -> Result<String, EnvelopeError> {
+    let mut out = Vec::new();
+    write_ascii(&mut out, value)?;
+    // Only ASCII was written.
+    String::from_utf8(out).map_err(|e| EnvelopeError::Malformed(serde::ser::Error::custom(e)))
 }
 
 /// Packs one batch's readings into as few message bodies as fit in `max_bytes` each.
 ///
-/// Bodies are filled greedily in order; part numbers count from 0.
+/// Bodies are filled greedily in order.
 pub fn pack(
     batch_id: &str,
     readings: &[Reading],
     max_bytes: usize,
 ) -> Result<Vec<String>, EnvelopeError> {
-    let mut packer = Packer::new(max_bytes);
+    let mut packer = Packer::new(max_bytes, Utc::now());
     packer.add(batch_id, readings)?;
     Ok(packer.finish())
 }
 
 /// Packs the readings of several batches (of several requests) into shared message bodies
 /// of at most `max_bytes` each, in order. A batch that does not fit in one body continues
-/// in the next with the next part number, so every `(id, part)` stays unique.
+/// in the next, each part naming the offsets of its readings, so a part's identity is the
+/// same however the batch was packed.
 ///
-/// A batch's parts hold the same readings however it is packed, alone ([`pack`], as under
-/// Lambda) or beside other batches: a batch that fits in one body is never split (when it
-/// does not fit in what is left of the current body it starts the next one), and a larger
-/// one starts on an empty body and is split there as it would be alone. A retried request
-/// (the same `Idempotency-Key`, so the same batch id) is packed beside other requests than
-/// its first try was, and the writer skips a part whose `(id, part)` it has written: the
-/// part must name the same readings in both tries.
+/// A batch that fits in one body is never split: when it does not fit in what is left of
+/// the current body it starts the next one, so a request's readings arrive together.
 pub struct Packer {
     max_bytes: usize,
+    prefix: String,
     bodies: Vec<String>,
     body: String,
     batches_in_body: usize,
@@ -130,17 +294,19 @@ pub struct Packer {
 const CLOSE: &str = "]}";
 
 impl Packer {
-    pub fn new(max_bytes: usize) -> Self {
+    /// A packer whose messages say they were packed at `at`.
+    pub fn new(max_bytes: usize, at: DateTime<Utc>) -> Self {
+        let prefix = format!(
+            r#"{{"v":{VERSION},"at":{},"batches":["#,
+            at.timestamp_millis()
+        );
         Packer {
             max_bytes,
+            body: prefix.clone(),
+            prefix,
             bodies: Vec::new(),
-            body: Self::prefix(),
             batches_in_body: 0,
         }
-    }
-
-    fn prefix() -> String {
-        format!(r#"{{"v":{VERSION},"batches":["#)
     }
 
     /// Bytes of the bodies packed so far, closed or not.
@@ -154,15 +320,18 @@ impl Packer {
 
     /// Adds one batch's readings.
     pub fn add(&mut self, batch_id: &str, readings: &[Reading]) -> Result<(), EnvelopeError> {
-        let id = serde_json::to_string(batch_id).map_err(EnvelopeError::Malformed)?;
+        let id = to_ascii_json(batch_id)?;
         if readings.is_empty() {
             return Ok(());
         }
+        let of = u32::try_from(readings.len()).map_err(|_| {
+            EnvelopeError::Inconsistent(format!("{} readings in one batch", readings.len()))
+        })?;
         // Every reading's text in one buffer, `ends[i]` the end of reading i.
         let mut text = Vec::with_capacity(readings.len() * 48);
         let mut ends = Vec::with_capacity(readings.len());
         for r in readings {
-            serde_json::to_writer(&mut text, &wire(r)).map_err(EnvelopeError::Malformed)?;
+            write_ascii(&mut text, &wire(r))?;
             ends.push(text.len());
         }
         let text = String::from_utf8(text)
@@ -170,33 +339,31 @@ impl Packer {
         let items = ends.iter().scan(0, |start, &end| {
             Some(&text[std::mem::replace(start, end)..end])
         });
+        let head = |comma: &str, first: u32| {
+            format!(r#"{comma}{{"id":{id},"first":{first},"of":{of},"readings":["#)
+        };
         // The whole batch as one part after what the body holds, its closing and the body's.
-        let whole = format!(r#",{{"id":{id},"part":0,"readings":["#).len()
-            + text.len()
-            + (readings.len() - 1)
-            + 2 * CLOSE.len();
+        let whole = head(",", 0).len() + text.len() + (readings.len() - 1) + 2 * CLOSE.len();
         if self.batches_in_body > 0 && self.body.len() + whole > self.max_bytes {
             self.flush();
         }
-        let mut part = 0u32;
         let mut open = false;
-        for item in items {
+        for (offset, item) in (0u32..).zip(items) {
             loop {
-                let head = if open {
+                let opening = if open {
                     String::new()
                 } else {
-                    let comma = if self.batches_in_body > 0 { "," } else { "" };
-                    format!(r#"{comma}{{"id":{id},"part":{part},"readings":["#)
+                    head(if self.batches_in_body > 0 { "," } else { "" }, offset)
                 };
                 let comma = usize::from(open && !self.body.ends_with('['));
-                let needed = self.body.len() + head.len() + comma + item.len() + 2 * CLOSE.len();
+                let needed = self.body.len() + opening.len() + comma + item.len() + 2 * CLOSE.len();
                 if needed <= self.max_bytes {
                     if open {
                         if comma == 1 {
                             self.body.push(',');
                         }
                     } else {
-                        self.body.push_str(&head);
+                        self.body.push_str(&opening);
                         self.batches_in_body += 1;
                         open = true;
                     }
@@ -208,7 +375,6 @@ impl Packer {
                 }
                 if open {
                     self.body.push_str(CLOSE);
-                    part += 1;
                     open = false;
                 }
                 self.flush();
@@ -223,8 +389,8 @@ impl Packer {
     fn flush(&mut self) {
         if self.batches_in_body > 0 {
             self.body.push_str(CLOSE);
-            self.bodies
-                .push(std::mem::replace(&mut self.body, Self::prefix()));
+            let next = self.prefix.clone();
+            self.bodies.push(std::mem::replace(&mut self.body, next));
             self.batches_in_body = 0;
         }
     }
@@ -274,13 +440,40 @@ mod tests {
     #[test]
     fn round_trip_is_exact() {
         let rs = readings(50);
-        let bodies = pack("b-1", &rs, 262_144).unwrap();
+        let at = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        let mut packer = Packer::new(262_144, at);
+        packer.add("b-1", &rs).unwrap();
+        let bodies = packer.finish();
         assert_eq!(bodies.len(), 1);
         assert_same(unpack(&bodies), &rs);
         let e = decode(&bodies[0]).unwrap();
-        assert_eq!(e.v, VERSION);
+        assert_eq!((e.v, e.at), (VERSION, Some(at)));
         assert_eq!(e.batches[0].id, "b-1");
-        assert_eq!(e.batches[0].part, 0);
+        assert_eq!(e.batches[0].place, Place::Range { first: 0, of: 50 });
+    }
+
+    #[test]
+    fn bodies_are_ascii_and_decode_to_the_same_characters() {
+        let locations = [
+            "wohnzimmer-ü-🌡",
+            "冷蔵庫 𠀋",
+            "\u{10FFFF}\u{FFFD}\u{FEFF}",
+            "tab\"quote\\back",
+            "\u{FFFE}\u{FFFF}",
+        ];
+        let rs: Vec<Reading> = locations
+            .iter()
+            .map(|l| Reading {
+                location: (*l).to_owned(),
+                ..readings(1).remove(0)
+            })
+            .collect();
+        let bodies = pack("b-ü-🌡", &rs, 262_144).unwrap();
+        assert!(bodies.iter().all(|b| b.is_ascii()), "{bodies:?}");
+        assert!(bodies[0].contains(r"\ud83c\udf21"), "{}", bodies[0]);
+        assert_same(unpack(&bodies), &rs);
+        assert_eq!(decode(&bodies[0]).unwrap().batches[0].id, "b-ü-🌡");
+        assert_eq!(to_ascii_json("é").unwrap(), r#""\u00e9""#);
     }
 
     #[test]
@@ -292,12 +485,21 @@ mod tests {
         // Greedy: every body but the last could not take the next reading.
         let total: usize = bodies.iter().map(String::len).sum();
         assert!(
-            bodies.len() <= total / (max - 60) + 1,
+            bodies.len() <= total / (max - 100) + 1,
             "{} bodies for {total} bytes",
             bodies.len()
         );
-        for (i, b) in bodies.iter().enumerate() {
-            assert_eq!(decode(b).unwrap().batches[0].part as usize, i);
+        let mut next = 0;
+        for b in &bodies {
+            let part = &decode(b).unwrap().batches[0];
+            assert_eq!(
+                part.place,
+                Place::Range {
+                    first: next,
+                    of: 10_000
+                }
+            );
+            next += part.readings.len() as u32;
         }
         assert_same(unpack(&bodies), &rs);
     }
@@ -314,9 +516,23 @@ mod tests {
         assert!(b > a * 2, "short {a} long {b}");
     }
 
+    /// Each batch's readings by offset, from every part in `bodies`.
+    fn by_offset(bodies: &[String]) -> std::collections::BTreeMap<String, Vec<(u32, WireReading)>> {
+        let mut got: std::collections::BTreeMap<String, Vec<(u32, WireReading)>> =
+            Default::default();
+        for b in bodies {
+            for p in decode(b).unwrap().batches {
+                let first = p.offsets().unwrap().start;
+                let entry = got.entry(p.id).or_default();
+                entry.extend((first..).zip(p.readings));
+            }
+        }
+        got
+    }
+
     #[test]
-    fn several_batches_share_messages_and_keep_their_parts() {
-        let mut packer = Packer::new(2048);
+    fn several_batches_share_messages_and_keep_their_offsets() {
+        let mut packer = Packer::new(2048, Utc::now());
         let batches: Vec<(String, Vec<Reading>)> = (0..40)
             .map(|b| (format!("req-{b}"), readings(1 + b % 9)))
             .collect();
@@ -326,59 +542,34 @@ mod tests {
         let bodies = packer.finish();
         assert!(bodies.iter().all(|b| b.len() <= 2048));
         assert!(bodies.len() < batches.len() / 2, "{} bodies", bodies.len());
-        let mut got: std::collections::BTreeMap<String, Vec<(u32, Vec<WireReading>)>> =
-            Default::default();
-        for b in &bodies {
-            for p in decode(b).unwrap().batches {
-                got.entry(p.id).or_default().push((p.part, p.readings));
-            }
-        }
+        let got = by_offset(&bodies);
         for (id, rs) in &batches {
-            let parts = &got[id];
-            let numbers: Vec<u32> = parts.iter().map(|p| p.0).collect();
-            assert_eq!(numbers, (0..parts.len() as u32).collect::<Vec<_>>(), "{id}");
-            let all: Vec<WireReading> = parts.iter().flat_map(|p| p.1.clone()).collect();
-            assert_eq!(
-                all,
-                rs.iter().map(WireReading::from).collect::<Vec<_>>(),
-                "{id}"
-            );
+            let want: Vec<(u32, WireReading)> =
+                (0..).zip(rs.iter().map(WireReading::from)).collect();
+            assert_eq!(got[id], want, "{id}");
         }
-    }
-
-    /// The parts of `id` in `bodies`: (part, readings) in order.
-    fn parts_of(bodies: &[String], id: &str) -> Vec<(u32, Vec<WireReading>)> {
-        bodies
-            .iter()
-            .flat_map(|b| decode(b).unwrap().batches)
-            .filter(|p| p.id == id)
-            .map(|p| (p.part, p.readings))
-            .collect()
     }
 
     #[test]
-    fn a_batch_has_the_same_parts_alone_or_beside_other_batches() {
-        // A retried request keeps its batch id but is packed beside other requests: each of
-        // its part numbers must name the same readings either way.
-        let max = 2048;
-        for n in [3, 20, 49, 50, 51, 120, 400] {
-            let rs = readings(n);
-            let alone = parts_of(&pack("retried", &rs, max).unwrap(), "retried");
-            for before in 0..40 {
-                let mut packer = Packer::new(max);
+    fn a_reading_has_the_same_offset_at_every_message_size() {
+        // A retried request keeps its batch id but may be packed by an instance with another
+        // message size, or beside other requests: each reading keeps its offset.
+        let rs = readings(400);
+        let want: Vec<(u32, WireReading)> = (0..).zip(rs.iter().map(WireReading::from)).collect();
+        for max in [700, 2048, 4096, 65_536, 1_048_576] {
+            for before in [0, 3, 39] {
+                let mut packer = Packer::new(max, Utc::now());
                 if before > 0 {
                     packer.add("other", &readings(before)).unwrap();
                 }
                 packer.add("retried", &rs).unwrap();
-                packer.add("after", &readings(7)).unwrap();
                 let bodies = packer.finish();
                 assert!(bodies.iter().all(|b| b.len() <= max));
                 assert_eq!(
-                    parts_of(&bodies, "retried"),
-                    alone,
-                    "{n} readings after {before} others"
+                    by_offset(&bodies)["retried"],
+                    want,
+                    "{max} bytes, {before} before"
                 );
-                assert_eq!(parts_of(&bodies, "after").len(), 1);
             }
         }
     }
@@ -393,10 +584,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_versions_and_garbage_are_distinguished() {
+    fn version_1_messages_still_decode() {
+        let e = decode(r#"{"v":1,"batches":[{"id":"b","part":3,"readings":[[1678925592000000,"bedroom",66.0]]}]}"#)
+            .unwrap();
+        assert_eq!((e.v, e.at), (1, None));
+        assert_eq!(e.batches[0].place, Place::Numbered(3));
+        assert_eq!(e.batches[0].readings[0].1, "bedroom");
+    }
+
+    #[test]
+    fn unknown_versions_garbage_and_inconsistent_parts_are_distinguished() {
         assert!(matches!(
-            decode(r#"{"v":2,"batches":[]}"#),
-            Err(EnvelopeError::UnsupportedVersion { found: 2 })
+            decode(r#"{"v":3,"batches":[]}"#),
+            Err(EnvelopeError::UnsupportedVersion { found: 3 })
         ));
         assert!(matches!(
             decode(r#"{"v":9,"something":"else"}"#),
@@ -410,5 +610,21 @@ mod tests {
             decode(r#"{"v":1,"batches":[{"id":"x"}]}"#),
             Err(EnvelopeError::Malformed(_))
         ));
+        let r = r#"[[1678925592000000,"a",1.0]]"#;
+        for body in [
+            format!(r#"{{"v":2,"batches":[{{"id":"x","first":0,"of":1,"readings":{r}}}]}}"#),
+            format!(r#"{{"v":2,"at":1,"batches":[{{"id":"x","part":0,"readings":{r}}}]}}"#),
+            format!(r#"{{"v":2,"at":1,"batches":[{{"id":"x","first":1,"of":1,"readings":{r}}}]}}"#),
+            format!(
+                r#"{{"v":2,"at":1,"batches":[{{"id":"x","first":4294967295,"of":4294967295,"readings":{r}}}]}}"#
+            ),
+            r#"{"v":2,"at":1,"batches":[{"id":"x","first":0,"of":1,"readings":[]}]}"#.to_owned(),
+            format!(r#"{{"v":1,"batches":[{{"id":"x","first":0,"of":1,"readings":{r}}}]}}"#),
+        ] {
+            assert!(
+                matches!(decode(&body), Err(EnvelopeError::Inconsistent(_))),
+                "{body}"
+            );
+        }
     }
 }

@@ -25,6 +25,11 @@ pub struct DbConfig {
     pub connect_timeout: Duration,
     /// `DB_STATEMENT_TIMEOUT_SECS`: server-side limit on any one statement.
     pub statement_timeout: Duration,
+    /// `DB_LOCK_TIMEOUT_SECS`: the longest any statement waits for a lock.
+    pub lock_timeout: Duration,
+    /// `DB_IDLE_IN_TRANSACTION_TIMEOUT_SECS`: the server ends a session whose transaction
+    /// stays idle this long (its client stopped mid-transaction), releasing its locks.
+    pub idle_in_transaction_timeout: Duration,
     /// The connection read from the secret `DATABASE_SECRET_ARN` names; replaces `url`.
     pub secret: Option<ConnectionSettings>,
     /// That secret's ARN: when the database refuses its credentials (rotated), the store
@@ -72,6 +77,8 @@ impl Default for DbConfig {
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(60),
             secret: None,
             secret_arn: None,
             ssl_mode: None,
@@ -89,6 +96,11 @@ impl std::fmt::Debug for DbConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("secret_arn", &self.secret_arn)
             .field("ssl_mode", &self.ssl_mode)

@@ -72,15 +72,20 @@ impl TestDb {
     /// Writes readings `(epoch µs, location, temperature)` through the store's write path,
     /// as one batch part of its own.
     pub async fn insert(&self, rows: &[(i64, &str, f64)]) {
-        let part = crate::model::envelope::BatchPart {
-            id: format!("seed-{}", suffix()),
-            part: 0,
-            readings: rows
-                .iter()
-                .map(|(t, l, v)| crate::model::envelope::WireReading(*t, (*l).to_owned(), *v))
-                .collect(),
-        };
-        self.store.write(&[&part]).await.expect("seed readings");
+        let readings: Vec<_> = rows
+            .iter()
+            .map(|(t, l, v)| crate::model::envelope::WireReading(*t, (*l).to_owned(), *v))
+            .collect();
+        let part = crate::model::envelope::BatchPart::range(
+            format!("seed-{}", suffix()),
+            0,
+            readings.len() as u32,
+            readings,
+        );
+        self.store
+            .write(&[&part], far_deadline())
+            .await
+            .expect("seed readings");
     }
 
     /// A new API key with these scopes, in this test's database.
@@ -132,6 +137,11 @@ impl TestDb {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect()
     }
+}
+
+/// A deadline no test reaches.
+pub fn far_deadline() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(3600)
 }
 
 fn pg_url(pg: &tokio_postgres::Config, db: &str) -> String {

@@ -18,7 +18,7 @@ mod schemathesis;
 mod timescale;
 
 pub use cluster::PrivateCluster;
-pub use database::{store_value, TestDb};
+pub use database::{far_deadline, store_value, TestDb};
 pub use emf::{check_emf, emf_documents, EmfDocument};
 pub use events::{
     answer_shape, event, event_with_key, lambda_answer, set_header, sqs_message, with_base64_body,

@@ -72,6 +72,13 @@ impl TestQueue {
         &self.config.queue_url
     }
 
+    /// A sender to the dead-letter queue (of SQS's classic 256 KiB messages, the size the
+    /// test queues have).
+    pub fn dlq_sender(&self) -> queue::Sender {
+        queue::Sender::sized(self.client.clone(), &self.dlq_url, 262_144)
+            .expect("a sender for the test DLQ")
+    }
+
     /// Receives (and deletes) every message now visible on `url`, waiting briefly for stragglers.
     pub async fn drain(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
         let mut all = Vec::new();

@@ -21,6 +21,12 @@ pub enum StoreError {
     Envelope(#[from] EnvelopeError),
     #[error("database busy: {0}")]
     Busy(&'static str),
+    /// The deadline came before `0` finished; the statement was cancelled on the server.
+    #[error("{0} was still running at the deadline; it was cancelled")]
+    Deadline(&'static str),
+    /// A batch part names other readings than the ones recorded under its batch id.
+    #[error("{0}")]
+    PartMismatch(String),
     /// `TIMESCALEDB=require`, and the database cannot give a hypertable: why, and what to do.
     #[error("TIMESCALEDB=require, but {0}")]
     TimescaleRequired(String),
@@ -49,7 +55,7 @@ impl StoreError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Envelope(_) => ErrorKind::Data,
+            StoreError::Envelope(_) | StoreError::PartMismatch(_) => ErrorKind::Data,
             _ => match self.sqlstate().map(|s| s.get(..2).unwrap_or(s)) {
                 Some("22") | Some("23") => ErrorKind::Data,
                 Some("42") => ErrorKind::Operator,

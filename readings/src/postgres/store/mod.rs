@@ -16,14 +16,17 @@ mod write;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::OnceCell;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::postgres::settings::{DbConfig, TimescaleMode};
 
 pub use error::{ErrorKind, StoreError};
 pub use keys::{Claim, StoredKey};
+pub use lifecycle::Maintenance;
 pub use reads::{recent_sql, BucketStats};
 pub use schema::{Schema, TableKind};
 pub use write::WriteReport;
@@ -34,6 +37,8 @@ pub struct Store {
     pool: Pool,
     schema: Arc<OnceCell<Schema>>,
     timescale: TimescaleMode,
+    /// The TLS connector, for cancelling a statement on the server.
+    tls: MakeRustlsConnect,
     /// Locations known to be in `sensor_locations`, so writes skip registering them.
     known_locations: Arc<std::sync::Mutex<HashSet<String>>>,
 }
@@ -52,9 +57,14 @@ impl Store {
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let mut pg = connection.postgres_config();
         pg.connect_timeout(config.connect_timeout);
+        // Every session: no statement runs longer than the statement timeout, none waits
+        // for a lock longer than the lock timeout, and a transaction left open by a client
+        // that stopped (a frozen Lambda sandbox, a killed process) ends on the server.
         pg.options(format!(
-            "-c statement_timeout={}",
-            config.statement_timeout.as_millis()
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            config.statement_timeout.as_millis(),
+            config.lock_timeout.as_millis(),
+            config.idle_in_transaction_timeout.as_millis()
         ));
         if pg.get_application_name().is_none() {
             pg.application_name("sensor-pipeline");
@@ -66,10 +76,10 @@ impl Store {
             // Connections that follow the secret's rotation (see `rotation`).
             Some(arn) => Manager::from_connect(
                 pg,
-                crate::postgres::rotation::SecretConnect::new(tls, arn.clone()),
+                crate::postgres::rotation::SecretConnect::new(tls.clone(), arn.clone()),
                 manager_config,
             ),
-            None => Manager::from_config(pg, tls, manager_config),
+            None => Manager::from_config(pg, tls.clone(), manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -82,11 +92,51 @@ impl Store {
             pool,
             schema: Arc::new(OnceCell::new()),
             timescale: config.timescaledb,
+            tls,
             known_locations: Arc::default(),
         })
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Runs `work` on a pooled connection, to finish by `deadline`. When the deadline comes
+    /// first, the statement in progress is cancelled on the server (so it stops holding
+    /// locks and a connection there), and the connection is closed instead of going back to
+    /// the pool, where its next user would wait for what is still running on it.
+    pub(crate) async fn within<T>(
+        &self,
+        deadline: Instant,
+        what: &'static str,
+        work: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = match tokio::time::timeout_at(deadline.into(), self.pool.get()).await {
+            Ok(client) => client?,
+            Err(_) => return Err(StoreError::Deadline(what)),
+        };
+        let cancel = client.cancel_token();
+        let outcome = tokio::time::timeout_at(deadline.into(), work(&mut client)).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                // Closing the connection would also end the statement, but only once the
+                // server notices: a COPY or a lock wait would go on until then.
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    cancel.cancel_query(self.tls.clone()),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cancelling {what} on the server failed")
+                    }
+                    Err(_) => tracing::warn!("cancelling {what} on the server timed out"),
+                }
+                drop(deadpool_postgres::Object::take(client));
+                Err(StoreError::Deadline(what))
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::postgres::settings::TimescaleMode;
 const SCHEMA_LOCK: i64 = 0x5e45_0001;
 
 /// Bumped whenever `ensure_schema` creates something new.
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// What a setup of the current version recorded, if there was one.
 struct Recorded {
@@ -293,6 +293,16 @@ impl Store {
              ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS readings INTEGER;
              CREATE INDEX IF NOT EXISTS ingest_batches_written_at_idx
                  ON ingest_batches (written_at);
+             -- Version 5: the offsets written of each batch (envelope version 2 names its
+             -- readings by offset); `readings` is the batch's size.
+             CREATE TABLE IF NOT EXISTS written_batches (
+                 batch_id   TEXT           PRIMARY KEY,
+                 readings   INTEGER        NOT NULL,
+                 written    int4multirange NOT NULL,
+                 written_at TIMESTAMPTZ    NOT NULL DEFAULT now()
+             );
+             CREATE INDEX IF NOT EXISTS written_batches_written_at_idx
+                 ON written_batches (written_at);
              CREATE TABLE IF NOT EXISTS idempotency_keys (
                  batch_id   TEXT        PRIMARY KEY,
                  body_hash  TEXT        NOT NULL,

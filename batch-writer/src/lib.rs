@@ -2,6 +2,7 @@
 //! mapping delivers [`SqsEvent`]s; locally [`poller`] does the same job against any SQS
 //! endpoint. Both call [`readings::writer::Writer::handle`].
 
+pub mod deploy;
 pub mod poller;
 
 use std::time::{Duration, Instant};
@@ -19,19 +20,32 @@ use serde_json::{json, Value};
 /// Time kept back from a deadline to send the answer.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-/// Builds the writer from the environment: the store and, with `DLQ_URL`, the DLQ.
+/// Builds the writer from the environment: the store, the migrator when
+/// `MIGRATION_DATABASE_SECRET_ARN` or `MIGRATION_DATABASE_URL` names a connection of its
+/// own, and, with `DLQ_URL`, the DLQ.
 pub async fn writer_from_env() -> anyhow::Result<Writer> {
     let store = Store::new(&DbConfig::load().await?)?;
+    let mut writer = Writer::new(store.clone());
+    if DbConfig::migration_configured() {
+        let migrator = Store::new(&DbConfig::load_migration().await?)?;
+        migrator.check_at_start().await?;
+        writer = writer.with_migrator(migrator);
+    }
     store.check_at_start().await?;
     let config = WriterConfig::from_env()?;
-    let writer = Writer::new(store)
+    let writer = writer
         .with_retention(config.batch_record_retention)
         .with_lifecycle(LifecycleConfig::from_env()?);
     Ok(match config.dlq_url {
-        // Letters are sized to the DLQ's own MaximumMessageSize.
-        Some(url) => {
-            writer.with_dead_letter_queue(Sender::connect(queue::client().await, &url, None).await?)
-        }
+        // Letters are sized to the DLQ's MaximumMessageSize: as deployed, else as it says.
+        Some(url) => writer.with_dead_letter_queue(
+            Sender::connect(
+                queue::client().await,
+                &url,
+                readings::config::max_message_bytes_from_env()?,
+            )
+            .await?,
+        ),
         None => {
             tracing::warn!("DLQ_URL is not set: poison messages cycle until the queue's redrive policy moves them");
             writer
@@ -65,6 +79,23 @@ pub async fn run() -> anyhow::Result<()> {
     }
 }
 
+/// `batch-writer migrate`: sets the schema up and applies the lifecycle settings with the
+/// migration connection (`MIGRATION_DATABASE_*`, else the writer's own), then exits. What
+/// the deploy's custom resource does under Lambda, for a local run or a manual step.
+pub async fn migrate() -> anyhow::Result<()> {
+    let migrator = Store::new(&DbConfig::load_migration().await?)?;
+    let writer = Writer::new(migrator.clone()).with_lifecycle(LifecycleConfig::from_env()?);
+    let schema = writer
+        .migrate(Instant::now() + Duration::from_secs(3600))
+        .await?;
+    tracing::info!(
+        version = readings::postgres::store::SCHEMA_VERSION,
+        table = ?schema.kind,
+        "schema set up"
+    );
+    Ok(())
+}
+
 /// What the writer function is invoked with.
 #[derive(Debug)]
 pub enum Invocation {
@@ -72,6 +103,8 @@ pub enum Invocation {
     Sqs(Box<SqsEvent>),
     /// The EventBridge schedule (or `{"maintenance": true}`): run [`Writer::maintain`].
     Maintenance,
+    /// The deploy's custom resource: migrate, then answer CloudFormation.
+    Deploy(Box<deploy::Request>),
 }
 
 impl Invocation {
@@ -82,12 +115,17 @@ impl Invocation {
                 .map(|e| Invocation::Sqs(Box::new(e)))
                 .map_err(|e| format!("an SQS event that does not parse: {e}"));
         }
+        if payload.get("RequestType").is_some() {
+            return serde_json::from_value(payload)
+                .map(|r| Invocation::Deploy(Box::new(r)))
+                .map_err(|e| format!("a CloudFormation request that does not parse: {e}"));
+        }
         let scheduled =
             payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
         if scheduled || payload.get("maintenance") == Some(&Value::Bool(true)) {
             return Ok(Invocation::Maintenance);
         }
-        Err("not an SQS event, a scheduled event or {\"maintenance\": true}".into())
+        Err("not an SQS event, a scheduled event, {\"maintenance\": true} or a CloudFormation request".into())
     }
 }
 
@@ -103,6 +141,7 @@ pub async fn handle_event(
             writer.maintain(deadline).await;
             Ok(json!({"maintenance": "done"}))
         }
+        Invocation::Deploy(request) => Ok(deploy::handle(writer, *request, deadline).await?),
     }
 }
 

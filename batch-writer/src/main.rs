@@ -1,5 +1,11 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     readings::observability::telemetry::init();
-    batch_writer::run().await
+    match std::env::args().nth(1).as_deref() {
+        None => batch_writer::run().await,
+        Some("migrate") => batch_writer::migrate().await,
+        Some(other) => anyhow::bail!(
+            "unknown command {other:?}: batch-writer runs the writer (no arguments) or `batch-writer migrate`"
+        ),
+    }
 }

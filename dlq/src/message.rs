@@ -96,6 +96,11 @@ impl DeadMessage {
             .or(self.sent_at)
     }
 
+    /// Whether the body itself says when it was enqueued (a version-2 envelope's `at`).
+    pub fn body_says_when(&self) -> bool {
+        readings::model::envelope::decode(&self.body).is_ok_and(|e| e.at.is_some())
+    }
+
     /// What the body holds.
     pub fn summary(&self) -> Summary {
         match readings::model::envelope::decode(&self.body) {

@@ -200,7 +200,7 @@ async fn peek_shows_reasons_without_consuming() {
     assert!(text.contains("temperature 5000 is above 1000"), "{text}");
     assert!(text.contains("invalid_reading"), "{text}");
     assert!(text.contains("this is not json"), "{text}");
-    assert!(text.contains("op-2/0"), "{text}");
+    assert!(text.contains("op-2[0..5 of 5]"), "{text}");
     assert!(text.contains("4 shown"), "{text}");
 
     let json = dlq_json(&q, &["peek", "--reason", "operator"]).await;

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::model::reading::Limits;
 use crate::postgres::secrets::SecretError;
-pub use crate::postgres::settings::{DbConfig, LifecycleConfig, TimescaleMode};
+pub use crate::postgres::settings::{DbConfig, LifecycleConfig, SchemaMode, TimescaleMode};
 use crate::postgres::tls::RootCert;
 
 #[derive(Debug, Error)]
@@ -115,7 +115,35 @@ impl DbConfig {
             ssl_mode,
             ssl_root_cert,
             timescaledb: env_or("TIMESCALEDB", d.timescaledb)?,
+            schema: env_or("DB_SCHEMA", d.schema)?,
         })
+    }
+
+    /// The connection migrations use: `MIGRATION_DATABASE_SECRET_ARN` or
+    /// `MIGRATION_DATABASE_URL` when one is set (a role that owns the tables, for a writer
+    /// whose own role only writes rows), else the function's own ([`DbConfig::load`]).
+    /// Always [`SchemaMode::Migrate`].
+    pub async fn load_migration() -> Result<Self, ConfigError> {
+        let mut config = match (
+            env_or("MIGRATION_DATABASE_SECRET_ARN", String::new())?,
+            env_or("MIGRATION_DATABASE_URL", String::new())?,
+        ) {
+            (arn, _) if !arn.is_empty() => Self::from_secret(&arn).await?,
+            (_, url) if !url.is_empty() => DbConfig {
+                url,
+                ..Self::from_env()?
+            },
+            _ => Self::load().await?,
+        };
+        config.schema = SchemaMode::Migrate;
+        Ok(config)
+    }
+
+    /// Whether a separate migration connection is configured.
+    pub fn migration_configured() -> bool {
+        ["MIGRATION_DATABASE_SECRET_ARN", "MIGRATION_DATABASE_URL"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()))
     }
 
     /// What the functions call once at cold start: [`DbConfig::from_env`], and when
@@ -212,13 +240,21 @@ pub struct QueueConfig {
 
 impl QueueConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let max = env_or("SQS_MAX_MESSAGE_BYTES", 0usize)?;
         Ok(QueueConfig {
             queue_url: required("QUEUE_URL")?,
-            max_message_bytes: (max > 0).then_some(max),
+            max_message_bytes: max_message_bytes_from_env()?,
         })
     }
 }
+
+/// `SQS_MAX_MESSAGE_BYTES`: the queues' `MaximumMessageSize` as deployed, so that no
+/// function has to ask a queue for it (`None` when unset: the queue is asked).
+pub fn max_message_bytes_from_env() -> Result<Option<usize>, ConfigError> {
+    let max = env_or("SQS_MAX_MESSAGE_BYTES", 0usize)?;
+    Ok((max > 0).then_some(max))
+}
+
+impl QueueConfig {}
 
 /// ingest-api settings.
 #[derive(Debug, Clone)]

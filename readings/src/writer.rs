@@ -41,6 +41,9 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(86_400);
 #[derive(Clone)]
 pub struct Writer {
     store: Store,
+    /// Sets the schema up and maintains it: `store` itself, or a store of its own when the
+    /// writer's role only writes rows ([`Writer::with_migrator`]).
+    migrator: Store,
     /// Where dead letters go.
     dlq: Option<Sender>,
     retention: Duration,
@@ -69,11 +72,36 @@ impl Writer {
     /// to the queue's redrive policy.
     pub fn new(store: Store) -> Self {
         Writer {
+            migrator: store.clone(),
             store,
             dlq: None,
             retention: Duration::from_secs(21 * 86_400),
             lifecycle: LifecycleConfig::default(),
         }
+    }
+
+    /// Runs migrations and maintenance through `migrator` (a store whose role owns the
+    /// tables) instead of the writer's own store.
+    pub fn with_migrator(mut self, migrator: Store) -> Self {
+        self.migrator = migrator;
+        self
+    }
+
+    /// Sets the schema up (tables, indexes, the functions' roles) and applies the lifecycle
+    /// settings, finished by `deadline`: what a deploy runs before the functions serve.
+    /// Returns the schema found.
+    pub async fn migrate(
+        &self,
+        deadline: Instant,
+    ) -> Result<crate::postgres::store::Schema, StoreError> {
+        let work = async {
+            let schema = self.migrator.schema().await?.clone();
+            self.migrator.apply_lifecycle(&self.lifecycle).await?;
+            Ok(schema)
+        };
+        tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .unwrap_or(Err(StoreError::Deadline("the migration")))
     }
 
     /// Sends dead letters through `dlq` (a [`Sender`] for the dead-letter queue).
@@ -268,7 +296,7 @@ impl Writer {
     pub async fn maintain(&self, deadline: Instant) {
         let started = Instant::now();
         let done = self
-            .store
+            .migrator
             .maintain(&self.lifecycle, self.retention, deadline)
             .await;
         match done.lifecycle {
@@ -326,18 +354,19 @@ fn check(message: SqsMessage, oldest: DateTime<Utc>) -> Result<Good, Option<Box<
     };
     let decoded = envelope::decode(&body);
     // When the readings were first enqueued: the envelope says (version 2), else the
-    // attribute a replay carries, else when SQS took the message.
+    // attribute a replay carries, else (for the dead letter's record only: a version-1
+    // message replayed by an older tool was sent again) when SQS took the message.
     let sent = message
         .attributes
         .get("SentTimestamp")
         .and_then(|ms| ms.parse().ok())
         .and_then(DateTime::from_timestamp_millis);
-    let enqueued_at = decoded
+    let stated = decoded
         .as_ref()
         .ok()
         .and_then(|e| e.at)
-        .or_else(|| attribute(ATTR_ENQUEUED_AT).and_then(rfc3339))
-        .or(sent);
+        .or_else(|| attribute(ATTR_ENQUEUED_AT).and_then(rfc3339));
+    let enqueued_at = stated.or(sent);
     let forced = attribute(ATTR_REPLAY_FORCED) == Some("true");
     let dead = |class, reason: String| {
         Some(Box::new(DeadLetter {
@@ -360,7 +389,7 @@ fn check(message: SqsMessage, oldest: DateTime<Utc>) -> Result<Good, Option<Box<
         }
         Err(e) => return Err(dead(FailureClass::Undecodable, e.to_string())),
     };
-    if let Some(at) = enqueued_at.filter(|at| *at < oldest && !forced) {
+    if let Some(at) = stated.filter(|at| *at < oldest && !forced) {
         return Err(dead(
             FailureClass::Expired,
             format!(

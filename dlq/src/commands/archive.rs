@@ -122,26 +122,28 @@ pub(crate) async fn import(
                 i + 1
             );
         }
-        let mut attributes = parsed.attributes;
-        // The enqueue time travels as an attribute when the line has it and the body does
-        // not say it (a version-1 body).
-        if let Some(t) = &parsed.enqueued_at {
-            attributes
-                .entry(ATTR_ENQUEUED_AT.to_owned())
-                .or_insert_with(|| t.clone());
-        }
         let sent_at = parsed
             .sent_timestamp
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
-        letters.push(DeadMessage {
+        let mut letter = DeadMessage {
             message_id: parsed.message_id,
             body: parsed.body.clone(),
-            attributes: attributes.clone(),
+            attributes: parsed.attributes,
             sent_at,
             receive_count: parsed.receive_count,
-        });
+        };
+        // The enqueue time travels as an attribute when the line has it and the body does
+        // not say it (a version-1 body): the import's own SentTimestamp is not it.
+        if let Some(t) = parsed.enqueued_at.filter(|_| !letter.body_says_when()) {
+            letter
+                .attributes
+                .entry(ATTR_ENQUEUED_AT.to_owned())
+                .or_insert(t);
+        }
+        let attributes = letter.attributes.clone();
+        letters.push(letter);
         messages.push(Outgoing {
             body: parsed.body,
             attributes,

@@ -98,13 +98,15 @@ pub(crate) async fn replay(
 }
 
 /// The message a replay sends for `m`: its body, the time its readings were first enqueued
-/// (which a version-1 body does not carry itself) and, for a dead letter older than the
+/// when the body does not say it (version 1) and, for a dead letter older than the
 /// batch records replayed with `--force`, the mark that has the writer write it anyway.
 fn replayed(m: &DeadMessage, options: &ReplayOptions) -> Outgoing {
     let mut out = Outgoing::new(m.body.clone());
-    if let Some(t) = m.enqueued_at() {
-        out.attributes
-            .insert(ATTR_ENQUEUED_AT.to_owned(), t.to_rfc3339());
+    if !m.body_says_when() {
+        if let Some(t) = m.enqueued_at() {
+            out.attributes
+                .insert(ATTR_ENQUEUED_AT.to_owned(), t.to_rfc3339());
+        }
     }
     if options.force && options.age.expired(m) {
         out.attributes

@@ -41,6 +41,34 @@ pub struct DbConfig {
     pub ssl_root_cert: Option<RootCert>,
     /// `TIMESCALEDB`: whether `sensor_data` is to be a hypertable.
     pub timescaledb: TimescaleMode,
+    /// `DB_SCHEMA`: whether this process sets the schema up or only checks it.
+    pub schema: SchemaMode,
+}
+
+/// `DB_SCHEMA`: what a process does about the schema when it first uses the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// Creates and upgrades the tables, indexes and the functions' roles (under the schema
+    /// lock, and only when the recorded version is older than this build's): the writer
+    /// and the tools. Needs a role that owns the tables.
+    #[default]
+    Migrate,
+    /// Never changes the schema: checks that it is set up at this build's version or a
+    /// later one, and answers [`crate::postgres::store::StoreError::SchemaBehind`] until it
+    /// is. For ingest and query, whose roles may only read and write rows.
+    Check,
+}
+
+impl FromStr for SchemaMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "migrate" => Ok(SchemaMode::Migrate),
+            "check" => Ok(SchemaMode::Check),
+            _ => Err("expected migrate or check".into()),
+        }
+    }
 }
 
 /// `TIMESCALEDB`: what the store does about TimescaleDB when it sets the schema up.
@@ -84,6 +112,7 @@ impl Default for DbConfig {
             ssl_mode: None,
             ssl_root_cert: None,
             timescaledb: TimescaleMode::Auto,
+            schema: SchemaMode::Migrate,
         }
     }
 }
@@ -106,6 +135,7 @@ impl std::fmt::Debug for DbConfig {
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("timescaledb", &self.timescaledb)
+            .field("schema", &self.schema)
             .finish()
     }
 }

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A batch part names other readings than the ones recorded under its batch id.
     #[error("{0}")]
     PartMismatch(String),
+    /// `DB_SCHEMA=check`, and the database's schema is not (yet) at this build's version.
+    #[error("the database schema is not ready: {0}")]
+    SchemaBehind(String),
     /// `TIMESCALEDB=require`, and the database cannot give a hypertable: why, and what to do.
     #[error("TIMESCALEDB=require, but {0}")]
     TimescaleRequired(String),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::error::{Context, StoreError};
-use super::schema::{schema_transaction, TableKind};
+use super::schema::{grant_roles, schema_transaction, TableKind};
 use super::Store;
 use crate::postgres::settings::LifecycleConfig;
 
@@ -189,6 +189,8 @@ async fn apply_lifecycle(
     tx.execute("UPDATE pipeline_schema SET lifecycle = $1", &[&fingerprint])
         .await
         .ctx("recording lifecycle settings")?;
+    // The hourly aggregate may be new: the query role may read it.
+    grant_roles(&tx).await?;
     tx.commit().await.ctx("committing lifecycle settings")?;
     tracing::info!(settings = %fingerprint, table = ?kind, "lifecycle settings applied");
     Ok(true)

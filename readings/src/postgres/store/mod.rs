@@ -22,13 +22,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::OnceCell;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::postgres::settings::{DbConfig, TimescaleMode};
+use crate::postgres::settings::{DbConfig, SchemaMode, TimescaleMode};
 
 pub use error::{ErrorKind, StoreError};
 pub use keys::{Claim, StoredKey};
 pub use lifecycle::Maintenance;
 pub use reads::{recent_sql, BucketStats};
-pub use schema::{Schema, TableKind};
+pub use schema::{Schema, TableKind, ROLES, SCHEMA_VERSION};
 pub use write::WriteReport;
 
 /// A pool of connections plus the pipeline's SQL. Cheap to clone; create one per process.
@@ -37,6 +37,8 @@ pub struct Store {
     pool: Pool,
     schema: Arc<OnceCell<Schema>>,
     timescale: TimescaleMode,
+    /// Whether this store sets the schema up or only checks it.
+    schema_mode: SchemaMode,
     /// The TLS connector, for cancelling a statement on the server.
     tls: MakeRustlsConnect,
     /// Locations known to be in `sensor_locations`, so writes skip registering them.
@@ -92,6 +94,7 @@ impl Store {
             pool,
             schema: Arc::new(OnceCell::new()),
             timescale: config.timescaledb,
+            schema_mode: config.schema,
             tls,
             known_locations: Arc::default(),
         })

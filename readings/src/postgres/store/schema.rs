@@ -3,16 +3,20 @@
 
 use super::error::{describe, Context, StoreError};
 use super::Store;
-use crate::postgres::settings::TimescaleMode;
+use crate::postgres::settings::{SchemaMode, TimescaleMode};
 
 /// Key of the advisory lock that serialises schema setup across processes.
 const SCHEMA_LOCK: i64 = 0x5e45_0001;
 
-/// Bumped whenever `ensure_schema` creates something new.
-const SCHEMA_VERSION: i32 = 5;
+/// Bumped whenever `ensure_schema` creates something new. The template's `SchemaMigration`
+/// custom resource carries it too (`scripts/lint-template` checks they agree), so a deploy
+/// of a new version migrates before the functions that only check the schema are updated.
+pub const SCHEMA_VERSION: i32 = 5;
 
-/// What a setup of the current version recorded, if there was one.
+/// What the last setup recorded.
 struct Recorded {
+    /// The schema version it set up.
+    version: i32,
     /// A failed attempt to make the table a hypertable (it stayed plain, rows kept).
     conversion_error: Option<String>,
 }
@@ -41,14 +45,103 @@ async fn current_schema(client: &tokio_postgres::Client) -> Result<Option<Record
     }
     let row = client
         .query_opt(
-            "SELECT conversion_error FROM pipeline_schema WHERE version = $1",
-            &[&SCHEMA_VERSION],
+            "SELECT version, conversion_error FROM pipeline_schema ORDER BY version DESC LIMIT 1",
+            &[],
         )
         .await
         .ctx("checking the schema version")?;
     Ok(row.map(|r| Recorded {
-        conversion_error: r.get(0),
+        version: r.get(0),
+        conversion_error: r.get(1),
     }))
+}
+
+/// The roles the functions run as, when each has a login of its own (a member of one of
+/// these). Schema setup creates them (`NOLOGIN`, when its role may create roles) and grants
+/// each what its function does, and no more:
+///
+/// | role | may |
+/// |---|---|
+/// | `sensor_pipeline_ingest` | read `api_keys`; read and add `idempotency_keys` |
+/// | `sensor_pipeline_query` | read `sensor_data`, `sensor_locations`, `sensor_data_hourly`, `api_keys` |
+/// | `sensor_pipeline_writer` | add rows to `sensor_data` and `sensor_locations`; read, add and update the batch records |
+///
+/// Each may read `pipeline_schema`. None may change the schema, delete rows or read
+/// another's tables beyond this; migrations and maintenance (pruning, retention) run as the
+/// tables' owner.
+pub const ROLES: [(&str, &str); 3] = [
+    (
+        "sensor_pipeline_ingest",
+        "GRANT SELECT ON api_keys, pipeline_schema TO {role};
+         GRANT SELECT, INSERT ON idempotency_keys TO {role};",
+    ),
+    (
+        "sensor_pipeline_query",
+        "GRANT SELECT ON sensor_data, sensor_locations, api_keys, pipeline_schema TO {role};",
+    ),
+    (
+        "sensor_pipeline_writer",
+        "GRANT INSERT ON sensor_data TO {role};
+         GRANT SELECT, INSERT ON sensor_locations, ingest_batches TO {role};
+         GRANT SELECT, INSERT, UPDATE ON written_batches TO {role};
+         GRANT SELECT ON pipeline_schema TO {role};",
+    ),
+];
+
+/// Creates the functions' [`ROLES`] where they are missing and grants each its rights (and
+/// the query role the hourly aggregate, when it exists). A role that cannot be created (the
+/// setup's role lacks CREATEROLE) or a grant that cannot be made (it does not own the
+/// tables) is logged with what to run instead, and does not stop the setup.
+pub(super) async fn grant_roles(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    for (role, grants) in ROLES {
+        let exists = tx
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await
+            .ctx("looking for the functions' roles")?
+            .is_some();
+        let mut sql = String::new();
+        if !exists {
+            sql.push_str(&format!("CREATE ROLE {role} NOLOGIN;"));
+        }
+        sql.push_str(&grants.replace("{role}", role));
+        if role == "sensor_pipeline_query" {
+            let hourly: bool = tx
+                .query_one("SELECT to_regclass('sensor_data_hourly') IS NOT NULL", &[])
+                .await
+                .ctx("looking for the hourly aggregate")?
+                .get(0);
+            if hourly {
+                sql.push_str(&format!("GRANT SELECT ON sensor_data_hourly TO {role};"));
+            }
+        }
+        tx.batch_execute("SAVEPOINT roles")
+            .await
+            .ctx("granting the functions' roles")?;
+        match tx.batch_execute(&sql).await {
+            Ok(()) => {}
+            // Another process created the role meanwhile: grant to it.
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT roles")
+                    .await
+                    .ctx("granting the functions' roles")?;
+                tx.batch_execute(&grants.replace("{role}", role))
+                    .await
+                    .ctx("granting the functions' roles")?;
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT roles")
+                    .await
+                    .ctx("granting the functions' roles")?;
+                tracing::warn!(role, error = %describe(&e),
+                    "could not create or grant the role {role}; as the tables' owner run: {}",
+                    sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the server offers of TimescaleDB, read before anything tries it: on a server that
@@ -187,6 +280,10 @@ impl Store {
                 tracing::warn!(error = %e, "the database is unavailable at start; the schema is set up on first use");
                 Ok(())
             }
+            Err(e @ StoreError::SchemaBehind(_)) => {
+                tracing::warn!(error = %e, "requests that need the database are refused until the schema is migrated");
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -220,7 +317,30 @@ impl Store {
                 return Err(StoreError::TimescaleRequired(why));
             }
         }
-        if let Some(recorded) = current_schema(&client).await? {
+        let recorded = current_schema(&client).await?;
+        if self.schema_mode == SchemaMode::Check {
+            return match recorded {
+                Some(r) if r.version >= SCHEMA_VERSION => {
+                    let hypertable =
+                        ts.preloaded && ts.created.is_some() && is_hypertable(&**client).await?;
+                    let plain_because = (!hypertable && want)
+                        .then(|| r.conversion_error.or_else(|| ts.obstacle()))
+                        .flatten();
+                    describe_schema(&client, hypertable, &ts, plain_because).await
+                }
+                found => Err(StoreError::SchemaBehind(format!(
+                    "{}, and this build needs version {SCHEMA_VERSION}; with DB_SCHEMA=check it \
+                     does not set the schema up itself: run the migration (the writer's deploy \
+                     step, or `batch-writer migrate` with the tables' owner)",
+                    match found {
+                        Some(r) => format!("it is at version {}", r.version),
+                        None => "it is not set up".to_owned(),
+                    }
+                ))),
+            };
+        }
+        // A later version than this build's (a newer writer migrated it) is left as it is.
+        if let Some(recorded) = recorded.filter(|r| r.version >= SCHEMA_VERSION) {
             let hypertable =
                 ts.preloaded && ts.created.is_some() && is_hypertable(&**client).await?;
             // A conversion that failed is tried again only when a hypertable is required.
@@ -408,6 +528,7 @@ impl Store {
         )
         .await
         .ctx("recording the schema version")?;
+        grant_roles(&tx).await?;
         tx.commit().await.ctx("committing schema setup")?;
         describe_schema(&client, hypertable, &ts, plain_because).await
     }

@@ -863,3 +863,95 @@ async fn a_retry_packed_differently_writes_each_reading_once() {
         assert_eq!(got, want, "{case}: each of the request's readings once");
     }
 }
+
+/// Every session the functions open limits lock waits and abandoned transactions, so a
+/// client that stops mid-transaction (a frozen Lambda sandbox) cannot hold locks for long.
+#[tokio::test]
+async fn every_session_limits_lock_waits_and_idle_transactions() {
+    let db = TestDb::new().await;
+    let show = |setting: &'static str| {
+        let store = db.store.clone();
+        async move {
+            readings::testing::store_value::<String>(&store, &format!("SHOW {setting}"))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(show("lock_timeout").await, "10s");
+    assert_eq!(show("idle_in_transaction_session_timeout").await, "1min");
+    assert_eq!(show("statement_timeout").await, "30s");
+}
+
+/// A write still running at its deadline (here: waiting on a lock another session holds)
+/// is cancelled on the server, so it stops waiting and holding what it took, and its
+/// connection is closed rather than handed to the next caller; nothing of it is kept, and
+/// the same parts are written once later.
+#[tokio::test]
+async fn a_write_past_its_deadline_is_cancelled_on_the_server_and_its_connection_closed() {
+    let db = TestDb::new().await;
+    let store = named_store(&db, "late-writer");
+    store.ready().await.unwrap();
+    let blocker = session(&db).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE sensor_data IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let p = range("late", 0, 2, &[(5000, "x", 1.0), (5001, "y", 2.0)]);
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(1);
+    let e = store.write(&[&p], deadline).await.unwrap_err();
+    assert!(matches!(e, StoreError::Deadline(_)), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Nothing of the store's is left running or waiting on the server.
+    let observer = session(&db).await;
+    let mut left = i64::MAX;
+    for _ in 0..50 {
+        left = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'late-writer' AND state <> 'idle'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the late write still runs on the server");
+    // The connection is gone from the pool, not waiting there for its next user.
+    assert_eq!(store.pool().status().size, 0);
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let r = store.write(&[&p], far_deadline()).await.unwrap();
+    assert_eq!(r.rows, 2);
+    assert_eq!(db.count().await, 2);
+}
+
+/// A part whose batch size is not the one recorded for its batch id names other readings
+/// than the ones written under that id: it is refused as a data error (dead-lettered by the
+/// writer), never skipped or written in part.
+#[tokio::test]
+async fn a_part_that_names_another_batch_size_is_refused() {
+    let db = TestDb::new().await;
+    let a = range("a", 0, 2, &[(6000, "x", 1.0), (6001, "x", 2.0)]);
+    db.store.write(&[&a], far_deadline()).await.unwrap();
+    let other = range("a", 1, 3, &[(7001, "y", 5.0), (7002, "y", 6.0)]);
+    let e = db.store.write(&[&other], far_deadline()).await.unwrap_err();
+    assert!(matches!(e, StoreError::PartMismatch(_)), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Data);
+    assert!(e.to_string().contains("batch a"), "{e}");
+    // Two parts of one call that disagree are refused too.
+    let (b1, b2) = (
+        range("b", 0, 2, &[(8000, "z", 1.0)]),
+        range("b", 1, 3, &[(8001, "z", 2.0)]),
+    );
+    let e = db
+        .store
+        .write(&[&b1, &b2], far_deadline())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::PartMismatch(_)), "{e}");
+    assert_eq!(db.count().await, 2);
+}

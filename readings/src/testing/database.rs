@@ -88,6 +88,26 @@ impl TestDb {
             .expect("seed readings");
     }
 
+    /// The connection of a new login role, a member of `group` (one of the functions'
+    /// roles, [`crate::postgres::store::ROLES`]), that only checks the schema
+    /// (`DB_SCHEMA=check`), as a deployed function with a role of its own connects. The
+    /// schema must be set up first (it creates the group roles).
+    pub async fn login_in(&self, group: &str) -> DbConfig {
+        let login = format!("t_{}", suffix());
+        self.client()
+            .await
+            .batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE {group}"))
+            .await
+            .expect("create a login role");
+        let mut pg: tokio_postgres::Config = self.config.url.parse().expect("test url parses");
+        pg.user(&login);
+        DbConfig {
+            url: pg_url(&pg, &self.name),
+            schema: crate::postgres::settings::SchemaMode::Check,
+            ..self.config.clone()
+        }
+    }
+
     /// A new API key with these scopes, in this test's database.
     pub async fn api_key(&self, scopes: &[crate::http::auth::Scope]) -> String {
         crate::http::auth::create_key(&self.store, "test", scopes)

@@ -16,6 +16,8 @@ pub struct TestQueue {
     pub client: Client,
     pub config: QueueConfig,
     pub dlq_url: String,
+    /// The DLQ's `MaximumMessageSize`, as the endpoint reports it.
+    pub dlq_max_bytes: usize,
 }
 
 impl TestQueue {
@@ -33,16 +35,23 @@ impl TestQueue {
             .expect("create dlq")
             .queue_url
             .expect("dlq url");
-        let dlq_arn = client
+        let mut dlq_attributes = client
             .get_queue_attributes()
             .queue_url(&dlq_url)
             .attribute_names(QueueAttributeName::QueueArn)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
             .send()
             .await
             .expect("dlq attributes")
             .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .unwrap_or_default();
+        let dlq_arn = dlq_attributes
+            .remove(&QueueAttributeName::QueueArn)
             .expect("dlq arn");
+        let dlq_max_bytes = dlq_attributes
+            .remove(&QueueAttributeName::MaximumMessageSize)
+            .and_then(|m| m.parse().ok())
+            .expect("the DLQ's MaximumMessageSize");
         let queue_url = client
             .create_queue()
             .queue_name(&name)
@@ -65,6 +74,7 @@ impl TestQueue {
                 max_message_bytes: None,
             },
             dlq_url,
+            dlq_max_bytes,
         }
     }
 
@@ -72,10 +82,9 @@ impl TestQueue {
         &self.config.queue_url
     }
 
-    /// A sender to the dead-letter queue (of SQS's classic 256 KiB messages, the size the
-    /// test queues have).
+    /// A sender to the dead-letter queue.
     pub fn dlq_sender(&self) -> queue::Sender {
-        queue::Sender::sized(self.client.clone(), &self.dlq_url, 262_144)
+        queue::Sender::sized(self.client.clone(), &self.dlq_url, self.dlq_max_bytes)
             .expect("a sender for the test DLQ")
     }
 

@@ -10,7 +10,7 @@ use readings::config::{AuthConfig, PollerConfig};
 use readings::http::auth::{Auth, Scope};
 use readings::ingest::Ingestor;
 use readings::queue::Sender;
-use readings::testing::{ingest_config, serve, TestDb, TestQueue};
+use readings::testing::{ingest_config, serve, SqsStandIn, TestDb, TestQueue};
 use readings::writer::Writer;
 
 /// How to start a [`LocalPipeline`].
@@ -22,6 +22,8 @@ pub struct Options {
     pub auth_cache: Option<Duration>,
     /// The poller's SQS long-poll wait.
     pub poll_wait: Duration,
+    /// The SQS stand-in the queues are on.
+    pub sqs: SqsStandIn,
 }
 
 impl Default for Options {
@@ -30,6 +32,7 @@ impl Default for Options {
             coalesce_linger: Duration::ZERO,
             auth_cache: Some(Duration::from_secs(30)),
             poll_wait: Duration::from_secs(1),
+            sqs: SqsStandIn::Moto,
         }
     }
 }
@@ -58,7 +61,7 @@ impl LocalPipeline {
 
     pub async fn with(options: Options) -> LocalPipeline {
         let db = TestDb::new().await;
-        let queue = TestQueue::new().await;
+        let queue = TestQueue::at(options.sqs).await;
         let auth = match options.auth_cache {
             Some(cache_ttl) => Auth::new(
                 &AuthConfig {
@@ -90,7 +93,7 @@ impl LocalPipeline {
                 pollers: 2,
                 maintenance_every: Duration::from_secs(3600),
             },
-            Writer::new(db.store.clone()),
+            Writer::new(db.store.clone()).with_dead_letter_queue(queue.dlq_sender()),
         );
         tokio::spawn(poller.run(std::future::pending()));
         LocalPipeline {

@@ -46,12 +46,20 @@ pub enum QueueError {
 /// Builds an SQS client from the AWS SDK's standard settings (region, credentials, and
 /// `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` for a local endpoint such as moto).
 pub async fn client() -> Client {
+    client_for(None).await
+}
+
+/// [`client`], of the SQS API at `endpoint` when given (a second local stand-in, say).
+pub async fn client_for(endpoint: Option<&str>) -> Client {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
         .operation_attempt_timeout(Duration::from_secs(25))
         .build();
-    let shared = aws_config::from_env().timeout_config(timeouts).load().await;
-    Client::new(&shared)
+    let mut loader = aws_config::from_env().timeout_config(timeouts);
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
+    }
+    Client::new(&loader.load().await)
 }
 
 /// A message to send: its body and its String message attributes.

@@ -26,7 +26,7 @@ pub use events::{
 };
 pub use fixtures::{ingest_config, sample_readings, serve};
 pub use lambda_runtime::{function_binary, FakeLambdaRuntime, SAM_FUNCTIONS};
-pub use queue::TestQueue;
+pub use queue::{SqsStandIn, TestQueue};
 pub use schemathesis::{schemathesis, validate_openapi};
 pub use timescale::{background_job_runs, expected_kind, run_policy_jobs};
 

@@ -11,6 +11,13 @@ use crate::config::QueueConfig;
 use crate::model::envelope::decode;
 use crate::queue;
 
+/// The SQS stand-ins `scripts/test` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqsStandIn {
+    Moto,
+    Fauxqs,
+}
+
 /// A main queue and its dead-letter queue (redrive after 5 receives), named for one test.
 pub struct TestQueue {
     pub client: Client,
@@ -25,7 +32,26 @@ impl TestQueue {
         if std::env::var_os("AWS_ENDPOINT_URL_SQS").is_none() {
             panic!("AWS_ENDPOINT_URL_SQS is not set: run the tests with scripts/test, which starts PostgreSQL and moto");
         }
-        let client = queue::client().await;
+        TestQueue::on(queue::client().await).await
+    }
+
+    /// A queue pair on the SQS stand-in `stand_in` names: [`SqsStandIn::Moto`] (strict,
+    /// `AWS_ENDPOINT_URL_SQS`) or [`SqsStandIn::Fauxqs`] (`FAUXQS_ENDPOINT_URL`), both
+    /// started by `scripts/test`.
+    pub async fn at(stand_in: SqsStandIn) -> TestQueue {
+        match stand_in {
+            SqsStandIn::Moto => TestQueue::new().await,
+            SqsStandIn::Fauxqs => {
+                let url = std::env::var("FAUXQS_ENDPOINT_URL").unwrap_or_else(|_| {
+                    panic!("FAUXQS_ENDPOINT_URL is not set: run the tests with scripts/test, which starts fauxqs")
+                });
+                TestQueue::on(queue::client_for(Some(&url)).await).await
+            }
+        }
+    }
+
+    /// A queue pair through `client`.
+    pub async fn on(client: Client) -> TestQueue {
         let name = format!("t-{}", suffix());
         let dlq_url = client
             .create_queue()

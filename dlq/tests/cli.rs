@@ -618,3 +618,114 @@ async fn an_operator_failure_is_dead_lettered_then_replayed_once_fixed() {
     assert_eq!(db.count().await, 3 + 5 + 2);
     assert_eq!(depth(&q.client, &q.dlq_url).await, (0, 0));
 }
+
+/// A version-2 envelope packed at `at`.
+fn envelope_at(batch_id: &str, n: usize, at: DateTime<Utc>) -> String {
+    let readings: Vec<Reading> = (0..n)
+        .map(|i| Reading {
+            time: DateTime::from_timestamp(1_710_504_000 + i as i64 * 60, 0).expect("time"),
+            location: format!("aged-{i}"),
+            temperature: 20.0,
+        })
+        .collect();
+    let mut packer = readings::model::envelope::Packer::new(262_144, at);
+    packer.add(batch_id, &readings).expect("pack");
+    packer.finish().remove(0)
+}
+
+/// Dead letters enqueued longer ago than the writer keeps its batch records (less a day)
+/// may hold readings already written whose records are gone: `replay` refuses them, saying
+/// what `--force` risks, and with `--force` sends them marked so that the writer writes
+/// them. A version-1 body carries its enqueue time through the DLQ, export and import as
+/// an attribute, and `import` refuses old letters as `replay` does.
+#[tokio::test]
+async fn replay_and_import_refuse_letters_older_than_the_batch_records() {
+    let q = TestQueue::new().await;
+    let db = TestDb::new().await;
+    let old = Utc::now() - chrono::TimeDelta::days(20) - chrono::TimeDelta::hours(2);
+    let recent = Utc::now() - chrono::TimeDelta::days(2);
+    let v1 = r#"{"v":1,"batches":[{"id":"v1-aged","part":0,"readings":[[1710504000000000,"aged-v1",5.0]]}]}"#;
+    let mut aged_v1 = letter(FailureClass::Operator, DENIED, v1, Utc::now());
+    aged_v1.enqueued_at = Some(old);
+    put(
+        &q,
+        &[
+            letter(
+                FailureClass::Operator,
+                DENIED,
+                &envelope_at("aged", 2, old),
+                Utc::now(),
+            ),
+            letter(
+                FailureClass::Operator,
+                DENIED,
+                &envelope_at("fresh", 3, recent),
+                Utc::now(),
+            ),
+            aged_v1,
+        ],
+    )
+    .await;
+
+    // Refused, nothing moved, and the message says why and what --force risks.
+    let out = dlq(&q, &["replay"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 of the 3 dead letters") && err.contains("--force") && err.contains("twice"),
+        "{err}"
+    );
+    assert_eq!(depth(&q.client, &q.dlq_url).await.0, 3);
+    assert_eq!(depth(&q.client, q.url()).await.0, 0);
+
+    // Exported and imported, the version-1 letter keeps its enqueue time; importing old
+    // letters is refused as replaying them is, unless forced.
+    let file = std::env::temp_dir().join(format!(
+        "{}-aged.jsonl",
+        q.dlq_url.rsplit('/').next().unwrap_or("dlq")
+    ));
+    let path = file.to_string_lossy().into_owned();
+    dlq_json(&q, &["export", &path]).await;
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let v1_line = lines
+        .iter()
+        .find(|l| l["body"].as_str() == Some(v1))
+        .expect("the version-1 letter exported");
+    let exported = DateTime::parse_from_rfc3339(v1_line["enqueued_at"].as_str().unwrap()).unwrap();
+    assert_eq!(exported.timestamp(), old.timestamp());
+    take_all(&q.client, &q.dlq_url).await;
+    let out = dlq(&q, &["import", &path]).await;
+    assert!(!out.status.success());
+    assert_eq!(depth(&q.client, &q.dlq_url).await.0, 0);
+    dlq_json(&q, &["import", &path, "--force"]).await;
+    let restored = take_all(&q.client, &q.dlq_url).await;
+    let v1_again = restored
+        .iter()
+        .find(|m| m.body() == Some(v1))
+        .expect("the version-1 letter imported");
+    let attribute = v1_again
+        .message_attributes()
+        .and_then(|a| a.get("enqueued_at"))
+        .and_then(|v| v.string_value())
+        .expect("its enqueue time");
+    assert_eq!(
+        DateTime::parse_from_rfc3339(attribute).unwrap().timestamp(),
+        old.timestamp()
+    );
+    dlq_json(&q, &["import", &path, "--force"]).await;
+
+    // Forced: every letter moves, the old ones marked; the writer writes them all.
+    let moved = dlq_json(&q, &["replay", "--force"]).await;
+    assert_eq!(moved["moved"], 3);
+    drain_with(
+        &q,
+        Writer::new(db.store.clone()).with_dead_letter_queue(q.dlq_sender()),
+    )
+    .await;
+    assert_eq!(db.count().await, 2 + 3 + 1);
+    assert_eq!(depth(&q.client, &q.dlq_url).await, (0, 0));
+}

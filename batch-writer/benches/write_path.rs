@@ -36,7 +36,7 @@ const ROUNDS: usize = 5;
 /// ago, one per location every 10 minutes.
 const OLD_DAYS: i64 = 10;
 const OLD_END_DAYS_AGO: i64 = 21;
-const TRUNCATE: &str = "TRUNCATE sensor_data, ingest_batches, sensor_locations";
+const TRUNCATE: &str = "TRUNCATE sensor_data, ingest_batches, written_batches, sensor_locations";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

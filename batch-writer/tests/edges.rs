@@ -11,13 +11,15 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::Message;
 use batch_writer::poller::Poller;
 use chrono::{TimeDelta, Utc};
-use readings::config::{PollerConfig, QueueConfig};
+use readings::config::QueueConfig;
 use readings::http::auth::Auth;
 use readings::ingest::Ingestor;
 use readings::model::envelope::{Packer, WireReading};
 use readings::queue::deadletter::{ATTR_CLASS, ATTR_ENQUEUED_AT, ATTR_REASON, ATTR_REPLAY_FORCED};
 use readings::queue::{Sender, ATTRIBUTE_RESERVE};
-use readings::testing::{ingest_config, sample_readings, serve, sqs_message, TestDb, TestQueue};
+use readings::testing::{
+    ingest_config, poller_config, sample_readings, serve, sqs_message, TestDb, TestQueue,
+};
 use readings::writer::Writer;
 use readings::Reading;
 use serde_json::{json, Value};
@@ -32,37 +34,6 @@ fn event(messages: Vec<SqsMessage>) -> SqsEvent {
     e
 }
 
-/// Every dead letter now on the DLQ, consumed, with its attributes.
-async fn dead_letters(q: &TestQueue) -> Vec<Message> {
-    let mut all = Vec::new();
-    loop {
-        let out = q
-            .client
-            .receive_message()
-            .queue_url(&q.dlq_url)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            return all;
-        }
-        for m in &msgs {
-            q.client
-                .delete_message()
-                .queue_url(&q.dlq_url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-        all.extend(msgs);
-    }
-}
-
 fn attribute<'a>(m: &'a Message, name: &str) -> &'a str {
     m.message_attributes()
         .and_then(|a| a.get(name))
@@ -74,14 +45,7 @@ fn poller(q: &TestQueue, writer: Writer) -> Poller {
     Poller::new(
         q.client.clone(),
         q.url().to_owned(),
-        PollerConfig {
-            batch_size: 10,
-            batch_window: Duration::from_millis(50),
-            wait: Duration::from_secs(1),
-            visibility_timeout: Duration::from_secs(30),
-            pollers: 1,
-            maintenance_every: Duration::from_secs(3600),
-        },
+        poller_config(),
         writer,
     )
 }
@@ -154,7 +118,7 @@ async fn the_same_idempotent_request_packed_at_two_sizes_stores_each_reading_onc
         .unwrap()
         .get(0);
     assert_eq!(written, "{[0,600)}");
-    assert!(dead_letters(&q).await.is_empty());
+    assert!(q.drain(&q.dlq_url).await.is_empty());
     assert_eq!(q.drain_readings().await, 0);
 }
 
@@ -196,7 +160,7 @@ async fn a_part_that_names_other_readings_is_dead_lettered_with_its_reason() {
         .await;
     assert!(r.batch_item_failures.is_empty(), "{r:?}");
     assert_eq!(db.count().await, 5, "the first message and the fine one");
-    let dead = dead_letters(&q).await;
+    let dead = q.drain(&q.dlq_url).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body(), Some(other.as_str()));
     assert_eq!(attribute(&dead[0], ATTR_CLASS), "batch_mismatch");
@@ -255,7 +219,7 @@ async fn a_full_size_poison_message_reaches_the_dlq_with_its_reason() {
         r.batch_item_failures.is_empty(),
         "the DLQ took the letter: {r:?}"
     );
-    let dead = dead_letters(&q).await;
+    let dead = q.drain(&q.dlq_url).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body(), Some(body.as_str()));
     assert_eq!(attribute(&dead[0], ATTR_CLASS), "invalid_reading");
@@ -317,7 +281,8 @@ async fn a_message_older_than_the_batch_records_is_dead_lettered_unless_forced()
     let mut locations: Vec<String> = db.rows().await.into_iter().map(|(_, l, _)| l).collect();
     locations.sort();
     assert_eq!(locations, ["forced-0", "forced-1", "young-0", "young-1"]);
-    let mut dead: Vec<(String, String, String)> = dead_letters(&q)
+    let mut dead: Vec<(String, String, String)> = q
+        .drain(&q.dlq_url)
         .await
         .iter()
         .map(|m| {

@@ -3,13 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Output, Stdio};
-use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
 use batch_writer::poller::Poller;
 use chrono::{DateTime, Utc};
-use readings::config::PollerConfig;
 use readings::queue::deadletter::{self, DeadLetter, Failure, FailureClass};
 use readings::testing::{TestDb, TestQueue};
 use readings::writer::Writer;
@@ -375,14 +373,7 @@ async fn drain_with(q: &TestQueue, writer: Writer) {
     let poller = Poller::new(
         q.client.clone(),
         q.url().to_owned(),
-        PollerConfig {
-            batch_size: 10,
-            batch_window: Duration::from_millis(50),
-            wait: Duration::from_secs(1),
-            visibility_timeout: Duration::from_secs(30),
-            pollers: 1,
-            maintenance_every: Duration::from_secs(3600),
-        },
+        readings::testing::poller_config(),
         writer,
     );
     for _ in 0..50 {

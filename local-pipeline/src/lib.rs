@@ -107,3 +107,29 @@ impl LocalPipeline {
         }
     }
 }
+
+impl LocalPipeline {
+    /// `GET /sensor?query` with the pipeline's key, as JSON.
+    pub async fn get_json(&self, query: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}?{query}", self.query))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("GET /sensor")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
+    /// Waits until `sensor_data` holds `n` rows (for at most `within`), then a little longer,
+    /// and returns the count: more than `n` would be duplicates, fewer a loss.
+    pub async fn settle(&self, n: i64, within: Duration) -> i64 {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.db.count().await < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        self.db.count().await
+    }
+}

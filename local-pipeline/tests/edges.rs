@@ -22,17 +22,6 @@ async fn post(p: &LocalPipeline, key: &str, idempotency: &str, body: &Value) -> 
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Waits until `sensor_data` holds `n` rows (at most 20 s), then a little longer, and
-/// returns the count: more would be duplicates.
-async fn settle(p: &LocalPipeline, n: i64) -> i64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while p.db.count().await < n && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    p.db.count().await
-}
-
 /// Two customers follow the README's example and send the same `Idempotency-Key`: each
 /// request is its own (another tenant's use of the key neither skips their readings nor
 /// shows in an answer), while each tenant's own retries stay idempotent.
@@ -63,7 +52,11 @@ async fn idempotency_keys_belong_to_a_tenant() {
     let (status, reused) = post(&p, &other, key, &another).await;
     assert_eq!(status, 422, "{reused}");
 
-    assert_eq!(settle(&p, 4).await, 4, "each tenant's readings, once");
+    assert_eq!(
+        p.settle(4, Duration::from_secs(20)).await,
+        4,
+        "each tenant's readings, once"
+    );
 }
 
 /// Locations beyond the Basic Multilingual Plane (emoji, CJK extensions), and the
@@ -97,7 +90,8 @@ async fn every_valid_location_travels_every_queue_unchanged() {
         let (status, answer) = post(&p, &p.key, "chars", &Value::from(body)).await;
         assert_eq!(status, 202, "{sqs:?}: {answer}");
         assert_eq!(
-            settle(&p, locations.len() as i64).await,
+            p.settle(locations.len() as i64, Duration::from_secs(20))
+                .await,
             locations.len() as i64
         );
 
@@ -106,16 +100,10 @@ async fn every_valid_location_travels_every_queue_unchanged() {
         stored.sort();
         want.sort();
         assert_eq!(stored, want, "{sqs:?}: the table");
-        let answered: Vec<Value> = reqwest::Client::new()
-            .get(format!("{}?limit=100", p.query))
-            .bearer_auth(&p.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answered = p.get_json("limit=100").await;
         let mut answered: Vec<String> = answered
+            .as_array()
+            .expect("an array")
             .iter()
             .map(|r| r["location"].as_str().unwrap().to_owned())
             .collect();

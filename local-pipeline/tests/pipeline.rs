@@ -23,15 +23,7 @@ async fn post(p: &LocalPipeline, content_type: &str, body: String) -> Value {
 async fn wait_for(p: &LocalPipeline, query: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let v: Value = reqwest::Client::new()
-            .get(format!("{}?{query}", p.query))
-            .bearer_auth(&p.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = p.get_json(query).await;
         if done(&v) {
             return v;
         }
@@ -41,22 +33,6 @@ async fn wait_for(p: &LocalPipeline, query: &str, done: impl Fn(&Value) -> bool)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Waits until `sensor_data` holds `n` rows (at most `secs`), then a little longer, and
-/// returns the count: more than `n` would be duplicates.
-async fn settle(p: &LocalPipeline, n: i64, secs: u64) -> i64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while p.db.count().await < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} rows",
-            p.db.count().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    p.db.count().await
 }
 
 #[tokio::test]
@@ -106,7 +82,7 @@ async fn single_array_and_ndjson_land_with_their_values_and_times() {
     )
     .await;
 
-    assert_eq!(settle(&p, 5, 20).await, 5);
+    assert_eq!(p.settle(5, Duration::from_secs(20)).await, 5);
     assert_eq!(
         p.db.rows().await,
         [
@@ -137,7 +113,7 @@ async fn a_large_request_is_written_exactly_once() {
         .map(|i| json!({"location": format!("s{}", i % 50), "temperature": (i % 90) as f64, "time": 1_710_000_000 + i}))
         .collect();
     post(&p, "application/json", Value::from(body).to_string()).await;
-    assert_eq!(settle(&p, 5000, 30).await, 5000);
+    assert_eq!(p.settle(5000, Duration::from_secs(30)).await, 5000);
 }
 
 #[tokio::test]
@@ -166,7 +142,7 @@ async fn coalesced_single_reading_posts_land_exactly_once() {
         }
     });
     futures_util::future::join_all(posts).await;
-    assert_eq!(settle(&p, 200, 20).await, 200);
+    assert_eq!(p.settle(200, Duration::from_secs(20)).await, 200);
     let rows = p.db.rows().await;
     assert_eq!(rows.len(), 200);
     let distinct: std::collections::HashSet<&String> = rows.iter().map(|r| &r.1).collect();

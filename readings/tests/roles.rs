@@ -24,6 +24,15 @@ async fn run_as(config: &readings::config::DbConfig, sql: &str) -> Result<(), St
     })
 }
 
+/// Runs each of `statements`, then of [`SCHEMA_CHANGES`], as `config`'s role: each must
+/// be refused for want of privilege (SQLSTATE 42501).
+async fn assert_refused(config: &readings::config::DbConfig, statements: &[&str]) {
+    for sql in statements.iter().chain(&SCHEMA_CHANGES) {
+        let refused = run_as(config, sql).await;
+        assert_eq!(refused.err().as_deref(), Some("42501"), "{sql}");
+    }
+}
+
 /// The statements no function role may run: changing the schema, deleting readings.
 const SCHEMA_CHANGES: [&str; 4] = [
     "ALTER TABLE sensor_data ADD COLUMN humidity double precision",
@@ -61,20 +70,18 @@ async fn the_query_role_reads_and_cannot_write_or_change_the_schema() {
         .unwrap();
     assert!(store.api_key(&key.id).await.unwrap().is_some());
 
-    for sql in [
-        "INSERT INTO sensor_data VALUES (now(), 'x', 1)",
-        "UPDATE sensor_data SET temperature = 0",
-        "DELETE FROM sensor_data",
-        "INSERT INTO api_keys (id, name, scopes, key_hash) VALUES ('x', 'x', '{}', '')",
-        "INSERT INTO written_batches (batch_id, readings, written) VALUES ('x', 1, '{}')",
-        "SELECT * FROM idempotency_keys",
-    ]
-    .into_iter()
-    .chain(SCHEMA_CHANGES)
-    {
-        let refused = run_as(&query, sql).await;
-        assert_eq!(refused.err().as_deref(), Some("42501"), "{sql}");
-    }
+    assert_refused(
+        &query,
+        &[
+            "INSERT INTO sensor_data VALUES (now(), 'x', 1)",
+            "UPDATE sensor_data SET temperature = 0",
+            "DELETE FROM sensor_data",
+            "INSERT INTO api_keys (id, name, scopes, key_hash) VALUES ('x', 'x', '{}', '')",
+            "INSERT INTO written_batches (batch_id, readings, written) VALUES ('x', 1, '{}')",
+            "SELECT * FROM idempotency_keys",
+        ],
+    )
+    .await;
     let e = store
         .write(&[&part("q", &[(now, "x", 1.0)])], far_deadline())
         .await
@@ -94,18 +101,16 @@ async fn the_ingest_role_checks_keys_and_claims_idempotency_keys_only() {
     assert!(store.api_key(&key.id).await.unwrap().is_some());
     assert_eq!(store.claim_key("b-1", "hash").await.unwrap(), Claim::New);
     assert_eq!(store.claim_key("b-1", "hash").await.unwrap(), Claim::Retry);
-    for sql in [
-        "INSERT INTO sensor_data VALUES (now(), 'x', 1)",
-        "SELECT * FROM sensor_data",
-        "UPDATE api_keys SET revoked_at = NULL",
-        "DELETE FROM idempotency_keys",
-    ]
-    .into_iter()
-    .chain(SCHEMA_CHANGES)
-    {
-        let refused = run_as(&ingest, sql).await;
-        assert_eq!(refused.err().as_deref(), Some("42501"), "{sql}");
-    }
+    assert_refused(
+        &ingest,
+        &[
+            "INSERT INTO sensor_data VALUES (now(), 'x', 1)",
+            "SELECT * FROM sensor_data",
+            "UPDATE api_keys SET revoked_at = NULL",
+            "DELETE FROM idempotency_keys",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -143,18 +148,16 @@ async fn the_writer_role_writes_readings_exactly_once_and_nothing_else() {
         let late = part("w-2", &[(now - 14 * 86_400_000_000 + 1, "cellar", 9.0)]);
         assert_eq!(store.write(&[&late], far_deadline()).await.unwrap().rows, 1);
     }
-    for sql in [
-        "DELETE FROM sensor_data",
-        "UPDATE sensor_data SET temperature = 0",
-        "SELECT * FROM api_keys",
-        "INSERT INTO api_keys (id, name, scopes, key_hash) VALUES ('x', 'x', '{}', '')",
-    ]
-    .into_iter()
-    .chain(SCHEMA_CHANGES)
-    {
-        let refused = run_as(&writer, sql).await;
-        assert_eq!(refused.err().as_deref(), Some("42501"), "{sql}");
-    }
+    assert_refused(
+        &writer,
+        &[
+            "DELETE FROM sensor_data",
+            "UPDATE sensor_data SET temperature = 0",
+            "SELECT * FROM api_keys",
+            "INSERT INTO api_keys (id, name, scopes, key_hash) VALUES ('x', 'x', '{}', '')",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

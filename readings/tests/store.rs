@@ -154,13 +154,10 @@ async fn newest_queries_are_index_scans() {
     }
 }
 
-#[tokio::test]
-async fn a_part_is_written_once_however_often_it_arrives() {
+/// Parts `a0`, `a1` (of batch `a`) and `b0` written with repeats, in two calls: each
+/// reading lands once. Returns the database to check the records in.
+async fn write_with_repeats(a0: BatchPart, a1: BatchPart, b0: BatchPart) -> TestDb {
     let db = TestDb::new().await;
-    let a0 = range("a", 0, 3, &[(1000, "x", 1.0), (1001, "x", 2.0)]);
-    let a1 = range("a", 2, 3, &[(1002, "y", 3.0)]);
-    let b0 = range("b", 0, 1, &[(1003, "z", 4.0)]);
-
     let r = db
         .store
         .write(&[&a0, &a0, &a1], far_deadline())
@@ -184,6 +181,17 @@ async fn a_part_is_written_once_however_often_it_arrives() {
             (1_003_000_000, "z".into(), 4.0)
         ]
     );
+    db
+}
+
+#[tokio::test]
+async fn a_part_is_written_once_however_often_it_arrives() {
+    let db = write_with_repeats(
+        range("a", 0, 3, &[(1000, "x", 1.0), (1001, "x", 2.0)]),
+        range("a", 2, 3, &[(1002, "y", 3.0)]),
+        range("b", 0, 1, &[(1003, "z", 4.0)]),
+    )
+    .await;
     // Each batch once, with its size and the offsets written.
     assert_eq!(
         written_batches(&db).await,
@@ -211,34 +219,12 @@ async fn written_batches(db: &TestDb) -> Vec<(String, i32, String)> {
 
 #[tokio::test]
 async fn a_version_1_part_is_written_once_however_often_it_arrives() {
-    let db = TestDb::new().await;
-    let a0 = numbered("a", 0, &[(1000, "x", 1.0), (1001, "x", 2.0)]);
-    let a1 = numbered("a", 1, &[(1002, "y", 3.0)]);
-    let b0 = numbered("b", 0, &[(1003, "z", 4.0)]);
-
-    let r = db
-        .store
-        .write(&[&a0, &a0, &a1], far_deadline())
-        .await
-        .unwrap();
-    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (3, 2, 1));
-    assert_eq!(r.rows_skipped, 2);
-    let r = db
-        .store
-        .write(&[&a1, &b0, &a0], far_deadline())
-        .await
-        .unwrap();
-    assert_eq!((r.rows, r.parts_written, r.parts_skipped), (1, 1, 2));
-    assert_eq!(r.rows_skipped, 3);
-    assert_eq!(
-        db.rows().await,
-        [
-            (1_000_000_000, "x".into(), 1.0),
-            (1_001_000_000, "x".into(), 2.0),
-            (1_002_000_000, "y".into(), 3.0),
-            (1_003_000_000, "z".into(), 4.0)
-        ]
-    );
+    let db = write_with_repeats(
+        numbered("a", 0, &[(1000, "x", 1.0), (1001, "x", 2.0)]),
+        numbered("a", 1, &[(1002, "y", 3.0)]),
+        numbered("b", 0, &[(1003, "z", 4.0)]),
+    )
+    .await;
     // Each part once, with the number of readings it wrote.
     assert_eq!(
         recorded_parts(&db).await,

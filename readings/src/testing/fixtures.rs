@@ -14,6 +14,19 @@ pub fn ingest_config() -> crate::config::IngestConfig {
     }
 }
 
+/// A local writer host's settings for tests: batches of up to ten messages gathered for
+/// 50 ms, 1 s long polls, a 30 s visibility timeout, one poller, maintenance hourly.
+pub fn poller_config() -> crate::config::PollerConfig {
+    crate::config::PollerConfig {
+        batch_size: 10,
+        batch_window: Duration::from_millis(50),
+        wait: Duration::from_secs(1),
+        visibility_timeout: Duration::from_secs(30),
+        pollers: 1,
+        maintenance_every: Duration::from_secs(3600),
+    }
+}
+
 /// Serves `app` on a free loopback port in the background; returns `http://host:port`.
 pub async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -24,7 +24,7 @@ pub use events::{
     answer_shape, event, event_with_key, lambda_answer, set_header, sqs_message, with_base64_body,
     LambdaAnswer,
 };
-pub use fixtures::{ingest_config, sample_readings, serve};
+pub use fixtures::{ingest_config, poller_config, sample_readings, serve};
 pub use lambda_runtime::{function_binary, FakeLambdaRuntime, SAM_FUNCTIONS};
 pub use queue::{SqsStandIn, TestQueue};
 pub use schemathesis::{schemathesis, validate_openapi};

@@ -114,7 +114,8 @@ impl TestQueue {
             .expect("a sender for the test DLQ")
     }
 
-    /// Receives (and deletes) every message now visible on `url`, waiting briefly for stragglers.
+    /// Receives (and deletes) every message now visible on `url`, with its attributes,
+    /// waiting briefly for stragglers.
     pub async fn drain(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
         let mut all = Vec::new();
         loop {
@@ -123,6 +124,8 @@ impl TestQueue {
                 .receive_message()
                 .queue_url(url)
                 .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
                 .wait_time_seconds(1)
                 .send()
                 .await

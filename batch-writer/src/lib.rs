@@ -27,8 +27,8 @@ pub async fn writer_from_env() -> anyhow::Result<Writer> {
     let store = Store::new(&DbConfig::load().await?)?;
     let mut writer = Writer::new(store.clone());
     if DbConfig::migration_configured() {
+        // Connects only when used: a writer instance that only writes batches opens none.
         let migrator = Store::new(&DbConfig::load_migration().await?)?;
-        migrator.check_at_start().await?;
         writer = writer.with_migrator(migrator);
     }
     store.check_at_start().await?;

@@ -1,10 +1,10 @@
 //! ingest-api over HTTP against a real SQS API (moto): what is accepted is on the queue,
 //! what is refused says why and leaves the queue empty.
 
-use readings::http::auth::Auth;
+use readings::http::auth::{Auth, Scope};
 use std::sync::Arc;
 
-use readings::config::{DbConfig, IngestConfig, QueueConfig};
+use readings::config::{AuthConfig, DbConfig, IngestConfig, QueueConfig};
 use readings::ingest::Ingestor;
 use readings::model::envelope::decode;
 use readings::queue::Sender;
@@ -14,6 +14,10 @@ use readings::Store;
 use serde_json::{json, Value};
 
 async fn serve(sender: Sender, keys: Store) -> String {
+    serve_with(sender, keys, &Auth::Off).await
+}
+
+async fn serve_with(sender: Sender, keys: Store, auth: &Auth) -> String {
     let config = IngestConfig {
         addr: ([127, 0, 0, 1], 0).into(),
         max_body_bytes: 64 * 1024,
@@ -21,7 +25,7 @@ async fn serve(sender: Sender, keys: Store) -> String {
         limits: Limits::default(),
         coalesce_linger: std::time::Duration::ZERO,
     };
-    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, keys)), &Auth::Off);
+    let app = ingest_api::router(Arc::new(Ingestor::new(config, sender, keys)), auth);
     let url = format!("{}/sensor", readings::testing::serve(app).await);
     url
 }
@@ -416,4 +420,63 @@ async fn concurrent_single_reading_posts_share_messages_when_coalescing() {
         .collect();
     assert_eq!(batches.len(), 60);
     assert!(batches.iter().all(|(id, n)| ids.contains(id) && *n == 1));
+}
+
+#[tokio::test]
+async fn a_pool_wait_that_times_out_answers_503_with_retry_after() {
+    let q = TestQueue::new().await;
+    let db = TestDb::new().await;
+    // One connection, waited for at most a second, and keys checked as deployed.
+    let store = Store::new(&DbConfig {
+        pool_size: 1,
+        connect_timeout: std::time::Duration::from_secs(1),
+        ..db.config.clone()
+    })
+    .unwrap();
+    let seen = db.api_key(&[Scope::Ingest]).await;
+    let unseen = db.api_key(&[Scope::Ingest]).await;
+    let auth = Auth::new(&AuthConfig::default(), store.clone());
+    let sender = Sender::new(q.client.clone(), &q.config)
+        .await
+        .expect("a sender for the test queue");
+    let url = serve_with(sender, store.clone(), &auth).await;
+    let http = reqwest::Client::new();
+    let post = |key: &str, idempotency_key: Option<&str>| {
+        let mut request = http
+            .post(&url)
+            .bearer_auth(key)
+            .json(&json!({"location": "attic", "temperature": 20}));
+        if let Some(k) = idempotency_key {
+            request = request.header("idempotency-key", k);
+        }
+        request.send()
+    };
+    assert_eq!(post(&seen, Some("warm")).await.unwrap().status(), 202);
+
+    // The only connection busy with a long statement, as under load.
+    let holder = store.clone();
+    let held = tokio::spawn(async move {
+        let client = holder.pool().get().await.unwrap();
+        client.batch_execute("SELECT pg_sleep(10)").await.unwrap();
+    });
+    while store.pool().status().available > 0 {
+        tokio::task::yield_now().await;
+    }
+    // The Idempotency-Key's record, and a key not looked up yet, need the database.
+    for (what, key, idempotency_key) in [
+        ("an Idempotency-Key", &seen, Some("busy")),
+        ("a key not looked up yet", &unseen, None),
+    ] {
+        let r = post(key, idempotency_key).await.unwrap();
+        assert_eq!(r.status(), 503, "{what}");
+        assert!(
+            r.headers().contains_key("retry-after"),
+            "{what}: 503 carries Retry-After"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{what}: a JSON error: {body}");
+    }
+    // A request without an Idempotency-Key, with a key looked up before, does not.
+    assert_eq!(post(&seen, None).await.unwrap().status(), 202);
+    held.abort();
 }

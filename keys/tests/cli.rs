@@ -46,10 +46,13 @@ async fn create_list_revoke() {
     )
     .await;
     let key = stdout(&out).trim().to_owned();
+    // spk_<id>_<secret>_<checksum>, the checksum the CRC-32 of the rest.
     assert!(
-        key.starts_with("spk_") && key.len() == 4 + 12 + 1 + 64,
+        key.starts_with("spk_") && key.len() == 4 + 12 + 1 + 64 + 1 + 8,
         "{key}"
     );
+    let (body, check) = key.rsplit_once('_').unwrap();
+    assert_eq!(check, format!("{:08x}", crc32fast::hash(body.as_bytes())));
     let id = key[4..16].to_owned();
     let note = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use readings::config::{AuthConfig, DbConfig, QueryConfig};
 use readings::http::auth::{Auth, Scope};
 use readings::http::{not_found, serve, ApiError};
-use readings::postgres::store::{BucketStats, Store, StoreError};
+use readings::postgres::store::{BucketStats, ErrorKind, Store, StoreError};
 use readings::query::{
     parse_latest, parse_recent, parse_stats, Cursor, Format, ParamError, ReadingOut, StatsQuery,
 };
@@ -238,10 +238,18 @@ fn log(route: &'static str, rows: usize, started: Instant) {
     );
 }
 
+/// What a failed query answers: 503 with `Retry-After` for what passes (no connection free,
+/// the database restarting or unreachable, a schema not migrated yet: [`ErrorKind::Transient`]),
+/// 500 for the rest.
 fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "query failed");
-    match e {
-        StoreError::Pool(_) => ApiError::unavailable("the database is unavailable; retry later", 2),
+    match (&e, e.kind()) {
+        (StoreError::SchemaBehind(_), _) => {
+            ApiError::unavailable("the database schema is not migrated yet; retry later", 5)
+        }
+        (_, ErrorKind::Transient) => {
+            ApiError::unavailable("the database is unavailable; retry later", 2)
+        }
         _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the query failed"),
     }
 }

@@ -500,3 +500,76 @@ async fn rows_with_nulls_in_the_tutorials_table_are_skipped_on_every_route() {
     assert_eq!(csv.status(), 200);
     assert_eq!(csv.text().await.unwrap().lines().count(), 2);
 }
+
+#[tokio::test]
+async fn a_pool_wait_that_times_out_answers_503_with_retry_after_on_every_route() {
+    let (db, _) = setup().await;
+    // One connection, waited for at most a second, and keys checked as deployed.
+    let store = readings::Store::new(&readings::config::DbConfig {
+        pool_size: 1,
+        connect_timeout: std::time::Duration::from_secs(1),
+        ..db.config.clone()
+    })
+    .unwrap();
+    let key = db.api_key(&[readings::http::auth::Scope::Query]).await;
+    let auth = Auth::new(&readings::config::AuthConfig::default(), store.clone());
+    let base = readings::testing::serve(query_api::router(store.clone(), &auth)).await;
+    let routes = ["/sensor", "/sensor/latest", "/sensor/stats"];
+    let http = reqwest::Client::new();
+    // Each route answers, and the key's lookup is cached.
+    for route in routes {
+        let r = http
+            .get(format!("{base}{route}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{route}");
+    }
+
+    // The only connection busy with a long statement, as under load.
+    let holder = store.clone();
+    let held = tokio::spawn(async move {
+        let client = holder.pool().get().await.unwrap();
+        client.batch_execute("SELECT pg_sleep(10)").await.unwrap();
+    });
+    while store.pool().status().available > 0 {
+        tokio::task::yield_now().await;
+    }
+    let get = |route: &str| http.get(format!("{base}{route}")).bearer_auth(&key).send();
+    let answers = tokio::join!(get(routes[0]), get(routes[1]), get(routes[2]));
+    for (route, r) in routes.into_iter().zip([answers.0, answers.1, answers.2]) {
+        let r = r.unwrap();
+        assert_eq!(r.status().as_u16(), 503, "{route}");
+        assert!(
+            r.headers().contains_key("retry-after"),
+            "{route}: 503 carries Retry-After"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{route}: a JSON error: {body}");
+    }
+    held.abort();
+}
+
+/// A query function that only checks the schema (`DB_SCHEMA=check`, as deployed) before the
+/// deploy's migration has run answers 503 with `Retry-After` on every route, never 500.
+#[tokio::test]
+async fn before_the_migration_every_route_answers_503_with_retry_after() {
+    let db = TestDb::new().await;
+    let store = readings::Store::new(&readings::config::DbConfig {
+        schema: readings::config::SchemaMode::Check,
+        ..db.config.clone()
+    })
+    .unwrap();
+    let base = readings::testing::serve(query_api::router(store, &Auth::Off)).await;
+    for route in ["/sensor", "/sensor/latest", "/sensor/stats"] {
+        let r = reqwest::get(format!("{base}{route}")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 503, "{route}");
+        assert!(r.headers().contains_key("retry-after"), "{route}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("migrated"),
+            "{route}: {body}"
+        );
+    }
+}

@@ -941,3 +941,99 @@ async fn a_part_that_names_another_batch_size_is_refused() {
     assert!(matches!(e, StoreError::PartMismatch(_)), "{e}");
     assert_eq!(db.count().await, 2);
 }
+
+/// What the pool's only connection holds prepared: statements in the server's
+/// `pg_prepared_statements`, and in deadpool's statement cache of the connection. Asked
+/// with the simple query protocol, which prepares nothing.
+async fn prepared_statements(store: &Store) -> (i64, usize) {
+    let client = store.pool().get().await.unwrap();
+    let rows = client
+        .simple_query("SELECT count(*) FROM pg_prepared_statements")
+        .await
+        .unwrap();
+    let server = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    (server, client.statement_cache.size())
+}
+
+#[tokio::test]
+async fn a_connection_keeps_a_bounded_number_of_prepared_statements() {
+    let db = TestDb::new().await;
+    let store = Store::new(&DbConfig {
+        pool_size: 1,
+        ..db.config.clone()
+    })
+    .unwrap();
+    let locations = ["attic", "cellar", "porch"];
+    // Readings in 40 successive hours, /sensor/latest asked after each: on a hypertable its
+    // first probes are bounded by a time written into the statement, one per hour.
+    let base = 1_700_000_000 - 1_700_000_000 % 3600;
+    for hour in 0..40 {
+        let start = base + hour * 3600;
+        let rows: Vec<(i64, &str, f64)> = (0..6)
+            .map(|i| (start + i, locations[i as usize % 3], hour as f64))
+            .collect();
+        store
+            .write(
+                &[&range(&format!("h{hour}"), 0, rows.len() as u32, &rows)],
+                far_deadline(),
+            )
+            .await
+            .unwrap();
+        let latest = store.latest(None).await.unwrap();
+        let got: Vec<(&str, i64)> = latest
+            .iter()
+            .map(|r| (r.location.as_str(), r.time.timestamp()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("attic", start + 3),
+                ("cellar", start + 4),
+                ("porch", start + 5)
+            ]
+        );
+    }
+    let (after_latest, cached) = prepared_statements(&store).await;
+    assert!(
+        after_latest <= 20 && cached as i64 <= after_latest,
+        "after 40 hours of /sensor/latest the connection holds {after_latest} prepared statements ({cached} in deadpool's cache)"
+    );
+
+    // GET /sensor with every limit from 1 to 300, for all locations and for one.
+    let total = 40 * 6;
+    for limit in 1..=300 {
+        let all = store
+            .recent(&RecentQuery {
+                limit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len() as i64, limit.min(total), "limit {limit}");
+        assert_eq!(all[0].time.timestamp(), base + 39 * 3600 + 5);
+        let attic = store
+            .recent(&RecentQuery {
+                limit,
+                location: Some("attic".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(attic.len() as i64, limit.min(total / 3), "limit {limit}");
+        assert!(attic.iter().all(|r| r.location == "attic"));
+    }
+    let (after_recent, cached) = prepared_statements(&store).await;
+    assert!(
+        after_recent - after_latest <= 16 && cached as i64 <= after_recent,
+        "600 requests with 300 limits left {} more prepared statements ({after_recent} in all, {cached} in deadpool's cache)",
+        after_recent - after_latest
+    );
+}

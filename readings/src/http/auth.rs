@@ -1,8 +1,15 @@
 //! API keys: creation, lookup with a short cache, and the axum layer that guards the routes.
 //!
-//! A key looks like `spk_<id>_<secret>`: `id` is 12 hex digits, public, and names the key in
-//! `keys list`; `secret` is 32 random bytes in hex. Only the SHA-256 of the whole key is
-//! stored. A request's key is found by its id and then compared, in constant time, by hash.
+//! A key looks like `spk_<id>_<secret>_<checksum>`: `id` is 12 hex digits, public, and names
+//! the key in `keys list`; `secret` is 32 random bytes in hex; `checksum` is the CRC-32 of
+//! everything before it (`spk_<id>_<secret>`), 8 hex digits, as GitHub's tokens carry one.
+//! Keys made before the checksum (`spk_<id>_<secret>`) stay valid. Only the SHA-256 of the
+//! whole key is stored. A request's key is found by its id and then compared, in constant
+//! time, by hash.
+//!
+//! Made-up keys cost no lookup: a key whose checksum does not match, or whose id is not
+//! among the ids of `api_keys` (read at the first request, again every minute, and, for an
+//! id not among them, at most once a second), is refused before the database is asked.
 //!
 //! Each key carries scopes: `ingest` for `POST /sensor`, `query` for the `GET` routes.
 //! Answers: no key, or a key that is malformed or unknown, is 401; a revoked key, or one
@@ -11,9 +18,9 @@
 //! database is unreachable, keys it vouched for within `AUTH_STALE_IF_ERROR_SECS` (default
 //! an hour) keep working, so ingest survives a database outage.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -22,6 +29,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::Utc;
+use moka::future::Cache;
+use moka::ops::compute::Op;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -80,6 +89,8 @@ pub enum KeyError {
 const PREFIX: &str = "spk_";
 const ID_BYTES: usize = 6;
 const SECRET_BYTES: usize = 32;
+/// Hex digits of the checksum that ends a key.
+const CHECKSUM_DIGITS: usize = 8;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -96,14 +107,37 @@ pub fn named_id(arg: &str) -> &str {
     id.split('_').next().unwrap_or(id)
 }
 
-/// The id of a well-formed key, without looking anything up.
+/// The CRC-32 of a key's first part (`spk_<id>_<secret>`), as the key's last part.
+fn checksum(body: &str) -> String {
+    format!("{:08x}", crc32fast::hash(body.as_bytes()))
+}
+
+/// The id of a well-formed key, without looking anything up: `spk_<id>_<secret>_<checksum>`
+/// with the checksum of the rest, or `spk_<id>_<secret>` (keys made before checksums).
 fn key_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(PREFIX)?;
-    let (id, secret) = rest.split_once('_')?;
-    let hex_of = |s: &str, bytes: usize| {
-        s.len() == bytes * 2 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    let mut parts = rest.split('_');
+    let (id, secret, check) = (parts.next()?, parts.next()?, parts.next());
+    let hex_of = |s: &str, digits: usize| {
+        s.len() == digits && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
-    (hex_of(id, ID_BYTES) && hex_of(secret, SECRET_BYTES)).then_some(id)
+    if parts.next().is_some() || !hex_of(id, ID_BYTES * 2) || !hex_of(secret, SECRET_BYTES * 2) {
+        return None;
+    }
+    match check {
+        None => Some(id),
+        Some(check) => {
+            let body = &key[..key.len() - check.len() - 1];
+            (hex_of(check, CHECKSUM_DIGITS) && check == checksum(body)).then_some(id)
+        }
+    }
+}
+
+/// A key id as a number (12 hex digits fit in 48 bits), for the sets and caches that hold
+/// many of them. `None` for a text that is not a key id.
+fn parse_id(id: &str) -> Option<u64> {
+    let hex = id.len() == ID_BYTES * 2 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| u64::from_str_radix(id, 16).ok()).flatten()
 }
 
 /// A key just made: the only time its secret exists outside the client.
@@ -134,7 +168,8 @@ pub async fn create_key(store: &Store, name: &str, scopes: &[Scope]) -> Result<N
     rng.fill_bytes(&mut id);
     rng.fill_bytes(&mut secret);
     let id = hex(&id);
-    let key = format!("{PREFIX}{id}_{}", hex(&secret));
+    let body = format!("{PREFIX}{id}_{}", hex(&secret));
+    let key = format!("{body}_{}", checksum(&body));
     store
         .insert_api_key(&StoredKey {
             id: id.clone(),
@@ -206,21 +241,170 @@ fn presented(headers: &HeaderMap) -> Result<Option<&str>, Denied> {
     }
 }
 
-/// What the cache remembers of a key id.
-#[derive(Clone)]
-struct Entry {
-    /// When the database last answered for this id.
-    fetched: Instant,
-    /// When the database was last asked (answered or not).
-    asked: Instant,
-    /// `None`: there is no such key.
-    key: Option<Arc<StoredKey>>,
+/// The database could not be asked about a key (or the key ids), so the request cannot be
+/// judged: it is answered 503. One failed lookup is shared by the requests that waited on it.
+#[derive(Debug, Clone, Error)]
+#[error(transparent)]
+pub struct Unavailable(Arc<StoreError>);
+
+impl From<StoreError> for Unavailable {
+    fn from(e: StoreError) -> Self {
+        Unavailable(Arc::new(e))
+    }
 }
 
-/// Bound on cached key ids; past it the cache starts over.
-const MAX_CACHED: usize = 10_000;
+/// How often the key ids are read again while every key presented is among them.
+const IDS_REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// The least time between two reads of the key ids prompted by an id not among them: a key
+/// made a moment ago works within about this long, and a flood of made-up ids costs at most
+/// one read per this long.
+const IDS_MISS_REFRESH: Duration = Duration::from_secs(1);
+
+/// The ids of every key in `api_keys`, so that a key with any other id is refused without
+/// asking the database. Keys are never deleted (only revoked), so the set only grows; a key
+/// made after the last read is found by reading the ids again, at most once per
+/// [`IDS_MISS_REFRESH`], one read at a time.
+struct KnownIds {
+    state: RwLock<IdState>,
+    /// Held while the ids are read, so that one read serves every request waiting on it.
+    reading: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct IdState {
+    ids: HashSet<u64>,
+    /// When the last read that succeeded started.
+    loaded: Option<Instant>,
+    /// When the last read started, and why it failed when it did.
+    last_read: Option<(Instant, Option<Unavailable>)>,
+}
+
+impl KnownIds {
+    fn new() -> Self {
+        KnownIds {
+            state: RwLock::new(IdState::default()),
+            reading: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, IdState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn has(&self, id: u64) -> bool {
+        self.state().ids.contains(&id)
+    }
+
+    /// Whether the ids are older than [`IDS_REFRESH_EVERY`].
+    fn due(&self) -> bool {
+        self.state()
+            .loaded
+            .is_some_and(|at| at.elapsed() >= IDS_REFRESH_EVERY)
+    }
+
+    /// Whether `id` names a key. An id not among those read last is looked for in a new
+    /// read, unless a read started after this request arrived or less than
+    /// [`IDS_MISS_REFRESH`] ago: then the answer is that read's.
+    async fn contains(&self, store: &Store, id: u64) -> Result<bool, Unavailable> {
+        let arrived = Instant::now();
+        if self.has(id) {
+            return Ok(true);
+        }
+        let _reading = self.reading.lock().await;
+        let last = {
+            let state = self.state();
+            if state.ids.contains(&id) {
+                return Ok(true);
+            }
+            state.last_read.clone()
+        };
+        if let Some((started, failed)) = last {
+            if started >= arrived || started.elapsed() < IDS_MISS_REFRESH {
+                return failed.map_or(Ok(false), Err);
+            }
+        }
+        self.read(store).await?;
+        Ok(self.has(id))
+    }
+
+    /// Reads every key id (the caller holds `reading`).
+    async fn read(&self, store: &Store) -> Result<(), Unavailable> {
+        let started = Instant::now();
+        let read = store.api_key_ids().await;
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        match read {
+            Ok(ids) => {
+                state.ids = ids.iter().filter_map(|id| parse_id(id)).collect();
+                state.loaded = Some(started);
+                state.last_read = Some((started, None));
+                Ok(())
+            }
+            Err(e) => {
+                let e = Unavailable::from(e);
+                state.last_read = Some((started, Some(e.clone())));
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the ids again in the background when they are older than
+    /// [`IDS_REFRESH_EVERY`] and no read is under way.
+    fn refresh_if_due(self: &Arc<Self>, store: &Store) {
+        if !self.due() {
+            return;
+        }
+        let Ok(reading) = self.reading.clone().try_lock_owned() else {
+            return;
+        };
+        let (ids, store) = (self.clone(), store.clone());
+        tokio::spawn(async move {
+            let _reading = reading;
+            if ids.due() {
+                if let Err(e) = ids.read(&store).await {
+                    tracing::warn!(error = %e, "reading the API key ids failed; keeping the last ones");
+                }
+            }
+        });
+    }
+}
+
+/// What the cache remembers of a key id.
+#[derive(Clone)]
+struct Lookup {
+    /// The database's last answer (`None` inside: there is no such key) and when it was
+    /// asked for it.
+    answer: Option<(Instant, Option<Arc<StoredKey>>)>,
+    /// When the database was last asked (answered or not).
+    asked: Instant,
+    /// Why that last ask failed, when it did.
+    failed: Option<Unavailable>,
+}
+
+impl Lookup {
+    /// The lookup's result: the answer when there is one (a fresh one, or one kept through a
+    /// failure), else the failure.
+    fn outcome(&self) -> Result<Option<Arc<StoredKey>>, Unavailable> {
+        match (&self.answer, &self.failed) {
+            (Some((_, key)), _) => Ok(key.clone()),
+            (None, Some(failed)) => Err(failed.clone()),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Most key ids whose lookups are cached; past it the least used give way.
+const MAX_CACHED: u64 = 10_000;
+/// How long a failed lookup of a key without a usable answer is shared before the database
+/// is asked again.
+const FAILED_LOOKUP_REUSE: Duration = Duration::from_secs(1);
 
 /// Checks keys against `api_keys`, caching each lookup for a while.
+///
+/// A key is refused without a lookup when it is malformed, when its checksum (keys made
+/// since checksums were added end in one) does not match, or when its id is not among the
+/// key ids read from `api_keys` ([`KnownIds`]): made-up keys cost no database work beyond
+/// one read of the ids per second. The lookups of real keys are cached in a bounded cache
+/// (moka: the least used give way, never the whole cache), one lookup per key at a time.
 ///
 /// While the database cannot be asked, a key it vouched for within `stale_if_error` keeps
 /// working (and is asked about again once per cache period): ingest goes on accepting
@@ -229,7 +413,8 @@ pub struct KeyChecker {
     store: Store,
     ttl: Duration,
     stale_if_error: Duration,
-    cache: Mutex<HashMap<String, Entry>>,
+    ids: Arc<KnownIds>,
+    cache: Cache<u64, Lookup>,
 }
 
 impl KeyChecker {
@@ -238,77 +423,97 @@ impl KeyChecker {
             store,
             ttl,
             stale_if_error,
-            cache: Mutex::new(HashMap::new()),
+            ids: Arc::new(KnownIds::new()),
+            cache: Cache::builder()
+                .max_capacity(MAX_CACHED)
+                .time_to_live(ttl.max(stale_if_error).max(FAILED_LOOKUP_REUSE))
+                .build(),
         }
     }
 
-    fn remember(&self, id: &str, entry: Entry) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_CACHED && !cache.contains_key(id) {
-                cache.clear();
+    /// The cached result for a key, when it may still be used without asking.
+    fn settled(&self, lookup: &Lookup) -> Option<Result<Option<Arc<StoredKey>>, Unavailable>> {
+        let fresh = lookup.asked.elapsed() < self.ttl;
+        match (&lookup.answer, &lookup.failed) {
+            (Some((_, key)), None) => fresh.then(|| Ok(key.clone())),
+            (Some((at, key)), Some(_)) if at.elapsed() < self.stale_if_error => {
+                fresh.then(|| Ok(key.clone()))
             }
-            cache.insert(id.to_owned(), entry);
+            (_, Some(failed)) => {
+                (lookup.asked.elapsed() < FAILED_LOOKUP_REUSE).then(|| Err(failed.clone()))
+            }
+            (None, None) => None,
         }
     }
 
-    async fn lookup(&self, id: &str) -> Result<Option<Arc<StoredKey>>, StoreError> {
+    /// Asks the database about a key; when that fails, keeps `previous`'s answer if the
+    /// database gave it within `stale_if_error`.
+    async fn ask(&self, id: &str, previous: Option<Lookup>) -> Lookup {
+        let asked = Instant::now();
+        match self.store.api_key(id).await {
+            Ok(key) => Lookup {
+                answer: Some((asked, key.map(Arc::new))),
+                asked,
+                failed: None,
+            },
+            Err(e) => {
+                let answer = previous
+                    .and_then(|p| p.answer)
+                    .filter(|(at, _)| at.elapsed() < self.stale_if_error);
+                if answer.is_some() {
+                    tracing::warn!(error = %e, key_id = id, "API key lookup failed; using the last answer");
+                }
+                Lookup {
+                    answer,
+                    asked,
+                    failed: Some(e.into()),
+                }
+            }
+        }
+    }
+
+    async fn lookup(&self, id: &str, num: u64) -> Result<Option<Arc<StoredKey>>, Unavailable> {
         if self.ttl.is_zero() {
             return Ok(self.store.api_key(id).await?.map(Arc::new));
         }
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(id).cloned());
-        if let Some(entry) = &cached {
-            if entry.asked.elapsed() < self.ttl {
-                return Ok(entry.key.clone());
-            }
+        if let Some(result) = self.cache.get(&num).await.and_then(|l| self.settled(&l)) {
+            return result;
         }
-        match self.store.api_key(id).await {
-            Ok(key) => {
-                let key = key.map(Arc::new);
-                let now = Instant::now();
-                self.remember(
-                    id,
-                    Entry {
-                        fetched: now,
-                        asked: now,
-                        key: key.clone(),
-                    },
-                );
-                Ok(key)
-            }
-            Err(e) => match cached {
-                Some(entry) if entry.fetched.elapsed() < self.stale_if_error => {
-                    tracing::warn!(error = %e, key_id = id, "API key lookup failed; using the last answer");
-                    let key = entry.key.clone();
-                    self.remember(
-                        id,
-                        Entry {
-                            asked: Instant::now(),
-                            ..entry
-                        },
-                    );
-                    Ok(key)
+        // One lookup per key at a time: requests for the same key wait for it, then find
+        // its answer settled.
+        let computed = self
+            .cache
+            .entry(num)
+            .and_compute_with(|current| async move {
+                let previous = current.map(|entry| entry.into_value());
+                if previous.as_ref().is_some_and(|p| self.settled(p).is_some()) {
+                    return Op::Nop;
                 }
-                _ => Err(e),
-            },
+                Op::Put(self.ask(id, previous).await)
+            })
+            .await;
+        match computed.into_entry() {
+            Some(entry) => entry.value().outcome(),
+            None => Ok(None),
         }
     }
 
     /// Judges the credentials in `headers` for a route needing `scope`. Returns the key's
     /// id when allowed.
-    pub async fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Checked, StoreError> {
+    pub async fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Checked, Unavailable> {
         let key = match presented(headers) {
             Ok(Some(key)) => key,
             Ok(None) => return Ok(Checked::Denied(Denied::Missing, None)),
             Err(denied) => return Ok(Checked::Denied(denied, None)),
         };
-        let Some(id) = key_id(key) else {
+        let Some((id, num)) = key_id(key).and_then(|id| Some((id, parse_id(id)?))) else {
             return Ok(Checked::Denied(Denied::Unknown, None));
         };
-        let Some(stored) = self.lookup(id).await? else {
+        if !self.ids.contains(&self.store, num).await? {
+            return Ok(Checked::Denied(Denied::Unknown, None));
+        }
+        self.ids.refresh_if_due(&self.store);
+        let Some(stored) = self.lookup(id, num).await? else {
             return Ok(Checked::Denied(Denied::Unknown, None));
         };
         let id = Some(stored.id.clone());
@@ -416,19 +621,55 @@ mod tests {
 
     #[test]
     fn key_ids_come_only_from_well_formed_keys() {
-        let key = format!("spk_0123456789ab_{}", "f".repeat(64));
-        assert_eq!(key_id(&key), Some("0123456789ab"));
-        assert_eq!(key_id(&key.replace("spk_", "sk_")), None);
-        assert_eq!(key_id(&key[..key.len() - 1]), None);
-        assert_eq!(key_id(&key.to_uppercase()), None);
+        let old = format!("spk_0123456789ab_{}", "f".repeat(64));
+        assert_eq!(
+            key_id(&old),
+            Some("0123456789ab"),
+            "keys made before checksums"
+        );
+        assert_eq!(key_id(&old.replace("spk_", "sk_")), None);
+        assert_eq!(key_id(&old[..old.len() - 1]), None);
+        assert_eq!(key_id(&old.to_uppercase()), None);
         assert_eq!(key_id("spk_0123456789ab"), None);
         assert_eq!(key_id(""), None);
+
+        let new = format!("{old}_{}", checksum(&old));
+        assert_eq!(new.len(), 4 + 12 + 1 + 64 + 1 + 8);
+        assert_eq!(key_id(&new), Some("0123456789ab"));
+        // A checksum that does not match, one digit of the secret changed, or one part more.
+        assert_eq!(key_id(&format!("{old}_00000000")), None);
+        assert_eq!(key_id(&new.replacen("fff", "ffe", 1)), None);
+        assert_eq!(key_id(&format!("{new}_{}", checksum(&new))), None);
+        assert_eq!(
+            key_id(&format!("{old}_{}", checksum(&old).to_uppercase())),
+            None
+        );
+    }
+
+    #[test]
+    fn the_checksum_is_the_crc32_of_the_rest() {
+        // CRC-32 (ISO-HDLC, as zlib and GitHub's tokens use) of "123456789" is cbf43926.
+        assert_eq!(checksum("123456789"), "cbf43926");
+    }
+
+    #[test]
+    fn key_ids_are_numbers_of_12_hex_digits() {
+        assert_eq!(parse_id("0123456789ab"), Some(0x0123_4567_89ab));
+        assert_eq!(parse_id("+123456789ab"), None);
+        assert_eq!(parse_id("0123456789a"), None);
+        assert_eq!(parse_id("0123456789ag"), None);
     }
 
     #[test]
     fn operators_name_a_key_by_its_id_or_the_whole_key() {
-        let key = format!("spk_0123456789ab_{}", "f".repeat(64));
-        for arg in [key.as_str(), "spk_0123456789ab", " 0123456789ab "] {
+        let old = format!("spk_0123456789ab_{}", "f".repeat(64));
+        let key = format!("{old}_{}", checksum(&old));
+        for arg in [
+            key.as_str(),
+            old.as_str(),
+            "spk_0123456789ab",
+            " 0123456789ab ",
+        ] {
             assert_eq!(named_id(arg), "0123456789ab", "{arg}");
         }
     }

@@ -17,8 +17,9 @@ impl Store {
     ///
     /// On a hypertable each probe through all chunks costs about twice a probe of one
     /// chunk, so the probes first look only at readings from the hour before the newest
-    /// reading's hour on (a bound written into the statement, so the planner drops the
-    /// older chunks once and the plan stays cached for the hour). A location with a
+    /// reading's hour on (a bound written into the statement, so the planner leaves the
+    /// older chunks out of the plan; the text changes every hour, so it runs as the unnamed
+    /// statement instead of one prepared per hour on each connection). A location with a
     /// reading in that window has its newest reading there; only the others (sensors that
     /// stopped reporting) are probed again through every chunk.
     pub async fn latest(&self, locations: Option<&[String]>) -> Result<Vec<Reading>, StoreError> {
@@ -146,7 +147,10 @@ impl Store {
     /// The subquery's `OFFSET 0` keeps the planner from sorting a hypertable's newest chunk
     /// whole (or decompressing it) for the second key. The limit is written into the statement, not bound: with a
     /// bound `LIMIT` PostgreSQL never caches a generic plan, and planning every chunk of a
-    /// hypertable on every request costs more than running the query.
+    /// hypertable on every request costs more than running the query. So that a
+    /// connection keeps a few prepared statements, not one per limit asked for, the limit
+    /// written is the asked one rounded up to one of [`LIMIT_STEPS`]; the rows past the
+    /// asked limit are dropped here.
     pub async fn recent(&self, q: &RecentQuery) -> Result<Vec<Reading>, StoreError> {
         let nullable = self.schema().await?.nullable;
         let (sql, params) = recent_statement(q, nullable);
@@ -159,18 +163,44 @@ impl Store {
             .query(&stmt, &params)
             .await
             .ctx("reading recent readings")?;
-        Ok(rows.into_iter().map(reading_from_row).collect())
+        let wanted = usize::try_from(asked_limit(q)).unwrap_or(usize::MAX);
+        Ok(rows
+            .into_iter()
+            .take(wanted)
+            .map(reading_from_row)
+            .collect())
     }
 }
 
+/// The limits [`Store::recent`] writes into its statements: an asked limit is rounded up
+/// to the first of these that is not smaller (powers of two, then [`MAX_LIMIT`]), so a
+/// connection prepares at most this many statements per set of filters, and reads at most
+/// twice the rows asked for.
+pub const LIMIT_STEPS: [i64; 8] = [8, 16, 32, 64, 128, 256, 512, MAX_LIMIT];
+
+/// The limit `q` asks for, within 1..=[`MAX_LIMIT`].
+fn asked_limit(q: &RecentQuery) -> i64 {
+    q.limit.clamp(1, MAX_LIMIT)
+}
+
+/// The limit written into the statement for `q`: its own rounded up to a [`LIMIT_STEPS`].
+fn statement_limit(q: &RecentQuery) -> i64 {
+    let asked = asked_limit(q);
+    LIMIT_STEPS
+        .into_iter()
+        .find(|&step| step >= asked)
+        .unwrap_or(MAX_LIMIT)
+}
+
 /// The statement [`Store::recent`] runs for `q`, with `$n` placeholders in the order
-/// location, since, until, cursor time, cursor location (those that are set).
+/// location, since, until, cursor time, cursor location (those that are set), and `q`'s
+/// limit rounded up to one of [`LIMIT_STEPS`].
 pub fn recent_sql(q: &RecentQuery, nullable: bool) -> String {
     recent_statement(q, nullable).0
 }
 
 fn recent_statement(q: &RecentQuery, nullable: bool) -> (String, Vec<&(dyn ToSql + Sync)>) {
-    let limit = q.limit.clamp(1, MAX_LIMIT);
+    let limit = statement_limit(q);
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     let mut clauses = Vec::new();
     if nullable {
@@ -259,10 +289,20 @@ async fn probe_latest(
              WHERE d.location = l.location{window}{skip} ORDER BY time DESC LIMIT 1) r ON TRUE
          ORDER BY l.location"
     );
-    let stmt = client.prepare_cached(&sql).await.ctx("preparing latest")?;
-    let rows = match locations {
-        Some(list) => client.query(&stmt, &[&list]).await,
-        None => client.query(&stmt, &[]).await,
+    let rows = if since.is_some() {
+        // The window's literal changes every hour: as the unnamed statement (parsed,
+        // planned and run in one round trip, then dropped), so that a connection does not
+        // keep a prepared statement per hour it has served.
+        match locations {
+            Some(list) => client.query_typed(&sql, &[(&list, Type::TEXT_ARRAY)]).await,
+            None => client.query_typed(&sql, &[]).await,
+        }
+    } else {
+        let stmt = client.prepare_cached(&sql).await.ctx("preparing latest")?;
+        match locations {
+            Some(list) => client.query(&stmt, &[&list]).await,
+            None => client.query(&stmt, &[]).await,
+        }
     }
     .ctx("reading the latest readings")?;
     Ok(rows
